@@ -1,0 +1,76 @@
+"""The ``data:`` section of a run config, checked once so the rest of the package can trust it."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from envs.errors import UserError
+
+# Seeds are packed into bit fields (see datasets/seeds.py); these bounds keep the fields disjoint.
+MAX_TRAJ = 1 << 20
+MAX_ENVS = 1 << 12
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Validated data settings. Counts are trajectories per environment."""
+
+    dir: Path = Path("data")
+    seed: int = 0
+    n_train: int = 8
+    n_val: int = 4
+    n_test: int = 32
+    n_adapt: int = 1
+    n_adapt_val: int = 1
+    n_test_heldout: int = 32
+    gen_batch_size: int = 256
+    batch_size: int = 32
+    window: int | None = None
+    num_workers: int = 0
+
+
+_COUNTS = ("n_train", "n_val", "n_test", "n_adapt", "n_adapt_val", "n_test_heldout")
+# Keys that must be >= 1 (the rest may be 0, e.g. no validation trajectories).
+_POSITIVE = ("n_train", "gen_batch_size", "batch_size")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def parse_data_config(cfg: Mapping[str, Any] | DataConfig | None) -> DataConfig:
+    """Check a ``data:`` mapping and fill defaults; raise ``UserError`` naming the bad key."""
+    if isinstance(cfg, DataConfig):
+        return cfg
+    if cfg is None:
+        cfg = {}
+    if not isinstance(cfg, Mapping):
+        raise UserError(f"the data config must be a mapping of keys to values, got {type(cfg).__name__}")
+    fields = {f.name for f in dataclasses.fields(DataConfig)}
+    unknown = sorted(set(cfg) - fields)
+    if unknown:
+        raise UserError(f"unknown key 'data.{unknown[0]}'; known keys: {', '.join(sorted(fields))}")
+    values: dict[str, Any] = {}
+    for key, v in cfg.items():
+        if key == "dir":
+            if not isinstance(v, (str, os.PathLike)) or not str(v):
+                raise UserError(f"data.dir={v!r} must be a non-empty path string")
+            values[key] = Path(v)
+        elif key == "window":
+            if v is not None and (not _is_int(v) or v < 1):
+                raise UserError(f"data.window={v!r} must be a positive integer (observation steps) or null")
+            values[key] = v
+        else:
+            if not _is_int(v):
+                raise UserError(f"data.{key}={v!r} must be an integer")
+            low = 1 if key in _POSITIVE else 0
+            if v < low:
+                raise UserError(f"data.{key}={v} must be >= {low}")
+            if key in _COUNTS and v >= MAX_TRAJ:
+                raise UserError(f"data.{key}={v} must be < {MAX_TRAJ} trajectories per environment")
+            values[key] = v
+    return DataConfig(**values)

@@ -1,0 +1,151 @@
+"""What every physical system provides.
+
+A system is one set of equations with named physical parameters. An *environment* is one
+assignment of those parameters (``{"F": 0.03, "k": 0.058}``). Everything is batched: a batch
+holds many trajectories, each with its own parameter row, so one tensor program generates a
+whole dataset on CPU or GPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from envs.errors import UserError
+
+Env = dict[str, float]
+
+
+class System(ABC):
+    """A parametric dynamical system ``du/dt = f(t, u; params)``.
+
+    Subclasses set the class attributes and implement the four abstract methods. Their
+    ``defaults`` hold every configurable key (physical constants, grid, environment sets,
+    observation step and horizon, solver step); a config may override any of them and
+    nothing else.
+    """
+
+    name: ClassVar[str]
+    param_names: ClassVar[tuple[str, ...]]
+    state_names: ClassVar[tuple[str, ...]]
+    defaults: ClassVar[dict[str, Any]]
+
+    def __init__(self, **overrides: Any) -> None:
+        unknown = sorted(set(overrides) - set(self.defaults))
+        if unknown:
+            raise UserError(
+                f"unknown key 'system.{unknown[0]}' for {self.name}; "
+                f"known keys: {', '.join(sorted(self.defaults))}"
+            )
+        self.config: dict[str, Any] = copy.deepcopy(self.defaults)
+        self.config.update(copy.deepcopy(overrides))
+        self._check_config()
+
+    # ----------------------------------------------------------------- environments
+    @property
+    def train_envs(self) -> list[Env]:
+        return [dict(e) for e in self.config["train_envs"]]
+
+    @property
+    def heldout(self) -> dict[str, list[Env]]:
+        return {k: [dict(e) for e in v] for k, v in self.config["heldout"].items()}
+
+    def env_tensor(self, envs: Sequence[Env]) -> torch.Tensor:
+        """Parameter rows, float64, shape ``(len(envs), len(param_names))``."""
+        for env in envs:
+            self.check_env(env)
+        return torch.tensor(
+            [[float(env[p]) for p in self.param_names] for env in envs], dtype=torch.float64
+        )
+
+    def check_env(self, env: Env) -> None:
+        """Raise ``UserError`` if ``env`` does not name exactly this system's parameters
+        with finite values inside their valid range."""
+        missing = [p for p in self.param_names if p not in env]
+        extra = [p for p in env if p not in self.param_names]
+        if missing or extra:
+            raise UserError(
+                f"{self.name} environment {env} must give exactly the parameters "
+                f"{', '.join(self.param_names)}"
+            )
+        for p in self.param_names:
+            v = env[p]
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+                raise UserError(f"{self.name} parameter {p}={v!r} must be a finite number")
+            lo, hi = self.param_ranges()[p]
+            if not lo <= v <= hi:
+                raise UserError(
+                    f"{self.name} parameter {p}={v} is outside its valid range [{lo}, {hi}]"
+                )
+
+    def param_ranges(self) -> dict[str, tuple[float, float]]:
+        """Valid (closed) range of each parameter; subclasses narrow it."""
+        return {p: (-math.inf, math.inf) for p in self.param_names}
+
+    # ----------------------------------------------------------------- time
+    @property
+    def dt(self) -> float:
+        return float(self.config["dt"])
+
+    @property
+    def horizon(self) -> float:
+        """Training horizon; test rollouts go to twice this."""
+        return float(self.config["horizon"])
+
+    def times(self, horizon: float | None = None) -> np.ndarray:
+        """Observation times ``0, dt, ..., horizon`` (float64)."""
+        horizon = self.horizon if horizon is None else horizon
+        n = int(round(horizon / self.dt))
+        return np.arange(n + 1, dtype=np.float64) * self.dt
+
+    # ----------------------------------------------------------------- physics
+    @property
+    @abstractmethod
+    def state_shape(self) -> tuple[int, ...]:
+        """Shape of one state, channels first (``(2,)`` for LV, ``(2, 32, 32)`` for GS)."""
+
+    @abstractmethod
+    def sample_initial_states(self, seeds: Sequence[int]) -> torch.Tensor:
+        """One initial state per seed, float64, ``(len(seeds), *state_shape)``.
+        The same seed always gives the same state, on every device."""
+
+    @abstractmethod
+    def rhs(self, t: float | torch.Tensor, u: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """``du/dt`` for a batch: ``u`` is ``(B, *state_shape)``, ``params`` is ``(B, n_params)``."""
+
+    @abstractmethod
+    def solve(self, u0: torch.Tensor, params: torch.Tensor, t: np.ndarray) -> torch.Tensor:
+        """Accurate batched solution at times ``t`` (``t[0]`` is the time of ``u0``):
+        returns ``(B, len(t), *state_shape)`` float64 on ``u0``'s device."""
+
+    @property
+    @abstractmethod
+    def solver_description(self) -> str:
+        """Scheme and step/tolerance, stored in every HDF5 file this system writes."""
+
+    # ----------------------------------------------------------------- checks
+    def _check_config(self) -> None:
+        c = self.config
+        if not c["train_envs"]:
+            raise UserError(f"system.train_envs of {self.name} is empty; give at least one environment")
+        for env in c["train_envs"]:
+            self.check_env(env)
+        if not isinstance(c["heldout"], dict):
+            raise UserError(f"system.heldout of {self.name} must map set names to environment lists")
+        for name, envs in c["heldout"].items():
+            if not envs:
+                raise UserError(f"held-out set '{name}' of {self.name} is empty; give at least one environment")
+            for env in envs:
+                self.check_env(env)
+        for key in ("dt", "horizon"):
+            if not (isinstance(c[key], (int, float)) and c[key] > 0):
+                raise UserError(f"system.{key}={c[key]!r} of {self.name} must be a positive number")
+        ratio = c["horizon"] / c["dt"]
+        if abs(ratio - round(ratio)) > 1e-9:
+            raise UserError(f"system.horizon={c['horizon']} of {self.name} must be a multiple of dt={c['dt']}")

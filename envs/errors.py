@@ -1,0 +1,9 @@
+"""The one exception type users see as a one-line message.
+
+It lives in ``envs`` (the bottom of the import graph) so that ``datasets`` and ``leads``
+can raise and catch it without importing upward.
+"""
+
+
+class UserError(ValueError):
+    """Bad input from the user: the message names the problem and the fix, on one line."""

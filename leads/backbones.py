@@ -1,0 +1,176 @@
+"""Backbone architectures whose every layer is adaptable.
+
+A backbone fixes the architecture; ``make_layer(op)`` (given by the method) decides how each
+layer's weights depend on the environment. ``backbone.layers`` lists the adaptable layers in
+order, the output layer last. ``backbone(u, cond) -> du/dt`` with ``u`` of shape
+``(B, *state_shape)``.
+
+Configuration (``backbone_cfg``: ``name`` and the keys below; keys that only other backbones
+use are ignored, so one config section can serve all), with defaults:
+
+- ``mlp``  (states ``(d,)``): ``width=64, depth=4, activation=swish``; ``depth`` linear layers.
+- ``conv`` (fields ``(C, H, W)``): ``width=64, depth=4, kernel_size=3, activation=swish``;
+  ``depth`` convolutions with circular padding.
+- ``fno``  (fields ``(C, H, W)``): ``width=10, depth=4, modes=12, activation=gelu,
+  proj_width=128, coords=True``: lift (1×1 conv), ``depth`` × [spectral conv + 1×1 conv],
+  projection (two 1×1 convs), as in Li et al. With ``coords`` the input gets four periodic
+  coordinate channels ``sin/cos 2πx, sin/cos 2πy`` (position-dependent forcing, as in
+  Navier-Stokes, cannot be learnt by a translation-equivariant network otherwise).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from envs.errors import UserError
+from leads.adapters import Cond
+from leads.layers import Linear, Op, PeriodicConv2d, SpectralConv2d, get_activation
+
+MakeLayer = Callable[[Op], nn.Module]
+
+
+def resolve_config(section: str, defaults: dict[str, Any], cfg: dict[str, Any],
+                   ignore: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
+    """``defaults`` updated by ``cfg``; keys in ``ignore`` are dropped, other unknown keys and
+    badly typed values are ``UserError``s."""
+    cfg = {k: v for k, v in cfg.items() if k in defaults or k not in ignore}
+    unknown = sorted(set(cfg) - set(defaults))
+    if unknown:
+        raise UserError(f"unknown key '{section}.{unknown[0]}'; known keys: {', '.join(sorted(defaults))}")
+    out = {**defaults, **cfg}
+    for key, default in defaults.items():
+        value = out[key]
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+                and value >= 0
+        else:
+            ok = isinstance(value, type(default))
+        if not ok:
+            kind = {bool: "true or false", int: "a positive integer", float: "a non-negative number"}.get(
+                type(default), f"a {type(default).__name__}")
+            raise UserError(f"{section}.{key}={value!r} must be {kind}")
+    return out
+
+
+class Backbone(nn.Module):
+    name: ClassVar[str]
+    defaults: ClassVar[dict[str, Any]]
+    state_rank: ClassVar[int]  # number of dimensions of the states it accepts
+
+    def __init__(self, state_shape: tuple[int, ...], cfg: dict[str, Any], make_layer: MakeLayer) -> None:
+        super().__init__()
+        if len(state_shape) != self.state_rank:
+            want = "(d,)" if self.state_rank == 1 else "(C, H, W)"
+            raise UserError(f"backbone '{self.name}' needs states shaped {want}, got {tuple(state_shape)}; "
+                            f"use mlp for ODE states and conv or fno for fields")
+        self.state_shape = tuple(state_shape)
+        # one config section serves every backbone, so keys of the others are not errors
+        other_keys = {k for b in BACKBONES.values() for k in b.defaults}
+        self.cfg = resolve_config("model", self.defaults, cfg, ignore=other_keys)
+        self.act = get_activation(self.cfg["activation"])
+        self.layers = nn.ModuleList()
+
+    def forward(self, u: Tensor, cond: Cond) -> Tensor:
+        raise NotImplementedError
+
+
+class _Stack(Backbone):
+    """``depth`` layers state -> width -> ... -> width -> state, activation between layers."""
+
+    def __init__(self, state_shape: tuple[int, ...], cfg: dict[str, Any], make_layer: MakeLayer) -> None:
+        super().__init__(state_shape, cfg, make_layer)
+        sizes = [state_shape[0]] + [self.cfg["width"]] * (self.cfg["depth"] - 1) + [state_shape[0]]
+        for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
+            self.layers.append(make_layer(self._op(n_in, n_out)))
+
+    def _op(self, n_in: int, n_out: int) -> Op:
+        raise NotImplementedError
+
+    def forward(self, u: Tensor, cond: Cond) -> Tensor:
+        x = u
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cond)
+            if i < len(self.layers) - 1:
+                x = self.act(x)
+        return x
+
+
+class MLP(_Stack):
+    name = "mlp"
+    defaults = {"width": 64, "depth": 4, "activation": "swish"}
+    state_rank = 1
+
+    def _op(self, n_in: int, n_out: int) -> Op:
+        return Linear(n_in, n_out)
+
+
+class ConvNet(_Stack):
+    name = "conv"
+    defaults = {"width": 64, "depth": 4, "kernel_size": 3, "activation": "swish"}
+    state_rank = 3
+
+    def _op(self, n_in: int, n_out: int) -> Op:
+        return PeriodicConv2d(n_in, n_out, self.cfg["kernel_size"])
+
+
+class FNO(Backbone):
+    """``layers`` = [lift, spectral_1..depth, pointwise_1..depth, proj1, proj2]."""
+
+    name = "fno"
+    defaults = {"width": 10, "depth": 4, "modes": 12, "activation": "gelu", "proj_width": 128, "coords": True}
+    state_rank = 3
+
+    def __init__(self, state_shape: tuple[int, ...], cfg: dict[str, Any], make_layer: MakeLayer) -> None:
+        super().__init__(state_shape, cfg, make_layer)
+        c, h, w = state_shape
+        width, depth, n_coords = self.cfg["width"], self.cfg["depth"], 4 if self.cfg["coords"] else 0
+        spectral = [SpectralConv2d(width, width, self.cfg["modes"]) for _ in range(depth)]
+        spectral[0].check_grid(h, w)
+        ops: list[Op] = [PeriodicConv2d(c + n_coords, width, 1), *spectral]
+        ops += [PeriodicConv2d(width, width, 1) for _ in range(depth)]
+        proj = self.cfg["proj_width"]
+        ops += [PeriodicConv2d(width, proj, 1), PeriodicConv2d(proj, c, 1)]
+        self.layers.extend(make_layer(op) for op in ops)
+        coords = None
+        if n_coords:
+            y, x = torch.meshgrid(torch.arange(h) / h, torch.arange(w) / w, indexing="ij")
+            angles = 2 * math.pi * torch.stack([x, y])
+            coords = torch.cat([angles.sin(), angles.cos()])
+        self.register_buffer("coords", coords, persistent=False)
+
+    def forward(self, u: Tensor, cond: Cond) -> Tensor:
+        depth = self.cfg["depth"]
+        lift, proj1, proj2 = self.layers[0], self.layers[-2], self.layers[-1]
+        spectral, pointwise = self.layers[1:1 + depth], self.layers[1 + depth:1 + 2 * depth]
+        x = u
+        if self.coords is not None:
+            coords = self.coords.to(dtype=u.dtype, device=u.device)
+            x = torch.cat([x, coords.expand(u.shape[0], -1, -1, -1)], dim=1)
+        x = lift(x, cond)
+        for i in range(depth):
+            x = spectral[i](x, cond) + pointwise[i](x, cond)
+            if i < depth - 1:
+                x = self.act(x)
+        return proj2(self.act(proj1(x, cond)), cond)
+
+
+BACKBONES: dict[str, type[Backbone]] = {cls.name: cls for cls in (MLP, ConvNet, FNO)}
+
+
+def build_backbone(cfg: dict[str, Any], state_shape: tuple[int, ...], make_layer: MakeLayer) -> Backbone:
+    """The backbone ``cfg["name"]`` configured by the other keys of ``cfg``."""
+    cfg = dict(cfg)
+    name = cfg.pop("name", None)
+    if name not in BACKBONES:
+        raise UserError(f"unknown backbone {name!r} (model.name); choose one of: "
+                        f"{', '.join(sorted(BACKBONES))}")
+    return BACKBONES[name](tuple(state_shape), cfg, make_layer)

@@ -1,0 +1,165 @@
+"""Run configuration: plain YAML, resolved in layers.
+
+``configs/defaults.yaml`` <- ``configs/<system>.yaml`` <- its profile (``quick`` by default, or
+``paper``) <- ``--set key=value`` overrides. The system's own defaults (physical constants,
+environment sets, observation grid) fill ``system:`` so every value a run uses is in the
+resolved config, can be overridden, and is saved with the run.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from envs import SYSTEMS, get_system
+from envs.errors import UserError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        first = str(e).splitlines()[0]
+        raise UserError(f"{path} is not valid YAML ({first}); fix the file") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} must hold a mapping of config keys")
+    return data
+
+
+def merge(base: dict[str, Any], update: dict[str, Any], where: str = "", strict: bool = True) -> dict:
+    """Deep-merge ``update`` into a copy of ``base``; with ``strict`` every key must already exist
+    and keep its type, so a typo or a wrong type is an error, not a silently ignored value."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        path = f"{where}{key}"
+        if strict and key not in out:
+            known = ", ".join(sorted(out)) or "(none)"
+            raise UserError(f"unknown config key '{path}'; known keys here: {known}")
+        if isinstance(out.get(key), dict) and isinstance(value, dict) and out[key]:
+            out[key] = merge(out[key], value, f"{path}.", strict)
+        else:
+            if strict and key in out:
+                value = _coerce(path, out[key], value)
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _coerce(path: str, old: Any, new: Any) -> Any:
+    """Keep the old value's type; ints widen to floats, and None means 'unset' either way."""
+    if old is None or new is None:
+        return new
+    if isinstance(old, bool) or isinstance(new, bool):
+        if isinstance(old, bool) and isinstance(new, bool):
+            return new
+    elif isinstance(old, float) and isinstance(new, int):
+        return float(new)
+    elif isinstance(old, int) and isinstance(new, float) and new.is_integer():
+        return int(new)
+    elif type(old) is type(new) or (isinstance(old, (list, dict)) and isinstance(new, type(old))):
+        return new
+    raise UserError(
+        f"config key '{path}' expects {type(old).__name__} (like {old!r}), got {new!r}"
+    )
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.lr=3e-4"`` -> (["train", "lr"], 0.0003). Values are read as YAML."""
+    if "=" not in text:
+        raise UserError(f"override '{text}' must look like key=value (e.g. train.lr=3e-4)")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise UserError(f"override '{text}' has an empty key; write section.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    # YAML reads 3e-4 as a string; numbers people write should be numbers.
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(c in value for c in ".eE") else int(value)
+        except ValueError:
+            pass
+    return key.split("."), value
+
+
+def apply_override(cfg: dict[str, Any], text: str) -> dict[str, Any]:
+    keys, value = parse_override(text)
+    update: dict[str, Any] = value
+    for k in reversed(keys):
+        update = {k: update}
+    return merge(cfg, update)
+
+
+def load_config(
+    system: str,
+    profile: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    config_dir: Path = CONFIG_DIR,
+) -> dict[str, Any]:
+    """The fully resolved config for ``system``."""
+    if system not in SYSTEMS:
+        raise UserError(f"unknown system '{system}'; choose one of: {', '.join(sorted(SYSTEMS))}")
+    path = config_dir / f"{system}.yaml"
+    if not path.exists():
+        raise UserError(f"no config file {path} for system '{system}'; add one (see configs/)")
+    cfg = load_yaml(config_dir / "defaults.yaml")
+    spec = load_yaml(path)
+    profiles = spec.pop("profiles", {}) or {}
+    # The system file may add method and system keys the shared defaults do not know.
+    cfg = merge(cfg, {k: v for k, v in spec.items() if k in ("system", "methods")}, strict=False)
+    cfg = merge(cfg, {k: v for k, v in spec.items() if k not in ("system", "methods")})
+    cfg["system"] = {**get_system(system).config, **cfg.get("system", {})}
+    cfg["system_name"] = system
+
+    # --set profile=paper must choose the profile before the other overrides apply.
+    for text in overrides:
+        keys, value = parse_override(text)
+        if keys == ["profile"]:
+            profile = str(value)
+    profile = profile or cfg.get("profile", "quick")
+    if profile not in profiles:
+        raise UserError(
+            f"unknown profile '{profile}' for {system}; choose one of: {', '.join(sorted(profiles))}"
+        )
+    cfg = merge(cfg, profiles[profile], where="")
+    cfg["profile"] = profile
+    for text in overrides:
+        if parse_override(text)[0] != ["profile"]:
+            cfg = apply_override(cfg, text)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: dict[str, Any]) -> None:
+    """Checks that need the whole config; the system validates its own section."""
+    get_system(cfg["system_name"], **cfg["system"])
+    method = cfg["method"]
+    if method not in cfg["methods"]:
+        raise UserError(f"unknown method '{method}'; choose one of: {', '.join(sorted(cfg['methods']))}")
+
+
+def method_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {"name": cfg["method"], **cfg["methods"][cfg["method"]]}
+
+
+def config_hash(cfg: dict[str, Any], n: int = 12) -> str:
+    text = json.dumps(cfg, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+def save_config(cfg: dict[str, Any], path: Path) -> None:
+    """Written atomically: a crash never leaves a half-written config beside a run."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False)
+    tmp.replace(path)

@@ -1,0 +1,69 @@
+"""Time integration of a learned vector field, with teacher forcing.
+
+The model maps ``(u, env) -> du/dt``; a forecast integrates it from the first state over the
+observation times with fixed-step RK4 (``substeps`` steps per observation interval). During
+training each trajectory restarts from the true state at each observation with probability
+``teacher_forcing`` (LEADS' scheme): early in training this keeps rollouts near the data,
+later the model must follow its own predictions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+VectorField = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def rk4_step(f: VectorField, u: torch.Tensor, env: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    k1 = f(u, env)
+    k2 = f(u + 0.5 * h * k1, env)
+    k3 = f(u + 0.5 * h * k2, env)
+    k4 = f(u + h * k3, env)
+    return u + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+
+
+def euler_step(f: VectorField, u: torch.Tensor, env: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    return u + h * f(u, env)
+
+
+STEPPERS = {"rk4": rk4_step, "euler": euler_step}
+
+
+def rollout(
+    f: VectorField,
+    u0: torch.Tensor,
+    t: torch.Tensor,
+    env: torch.Tensor,
+    *,
+    method: str = "rk4",
+    substeps: int = 1,
+    truth: torch.Tensor | None = None,
+    teacher_forcing: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """States at times ``t`` (shape ``(n_t,)``, shared by the batch), starting at ``u0``.
+
+    Returns ``(B, n_t, *state)``; entry 0 is ``u0`` itself. With ``truth`` (``(B, n_t, *state)``)
+    and ``teacher_forcing > 0``, each sample restarts from the truth with that probability at
+    each observation (independently per sample and step).
+    """
+    step = STEPPERS[method]
+    states = [u0]
+    u = u0
+    shape = (u0.shape[0],) + (1,) * (u0.dim() - 1)
+    for i in range(len(t) - 1):
+        h = (t[i + 1] - t[i]) / substeps
+        for _ in range(substeps):
+            u = step(f, u, env, h)
+        states.append(u)
+        if truth is not None and teacher_forcing > 0 and i + 1 < len(t) - 1:
+            draw = torch.rand(shape, device=u.device, generator=generator)
+            u = torch.where(draw < teacher_forcing, truth[:, i + 1], u)
+    return torch.stack(states, dim=1)
+
+
+def teacher_forcing_probability(step: int, start: float, decay: float, every: int) -> float:
+    """LEADS' schedule: ``start * decay ** (step // every)``."""
+    return float(start * decay ** (step // max(every, 1)))

@@ -1,0 +1,74 @@
+"""Experiment loggers: W&B offline by default, never a login prompt.
+
+``WANDB_MODE`` set in the environment wins over the config; ``online`` without a reachable
+server or without credentials falls back to offline with one warning rather than failing a
+run that has already spent hours training.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import warnings
+from pathlib import Path
+from typing import Any
+
+from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+
+from envs.errors import UserError
+
+LOGGERS = ("wandb", "csv", "none")
+
+
+def wandb_mode(cfg: dict[str, Any]) -> str:
+    mode = os.environ.get("WANDB_MODE") or cfg["wandb"]["mode"]
+    if mode not in ("offline", "online", "disabled", "dryrun", "run"):
+        raise UserError(f"unknown W&B mode '{mode}'; choose offline, online or disabled")
+    if mode in ("online", "run") and not _wandb_reachable():
+        warnings.warn("W&B online mode asked for but api.wandb.ai is unreachable or no API key is set; "
+                      "logging offline instead (sync later with `wandb sync`)", stacklevel=2)
+        return "offline"
+    return "offline" if mode == "dryrun" else ("online" if mode == "run" else mode)
+
+
+def _wandb_reachable(timeout: float = 3.0) -> bool:
+    if not (os.environ.get("WANDB_API_KEY") or Path.home().joinpath(".netrc").exists()):
+        return False
+    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0]
+    try:
+        socket.create_connection((host.split(":")[0], 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def make_logger(cfg: dict[str, Any], run_dir: Path, run_id: str) -> Logger | None:
+    kind = cfg["logger"]
+    if kind not in LOGGERS:
+        raise UserError(f"unknown logger '{kind}'; choose one of: {', '.join(LOGGERS)}")
+    if kind == "none":
+        return None
+    if kind == "csv":
+        return CSVLogger(save_dir=str(run_dir), name="csv", version="")
+    mode = wandb_mode(cfg)
+    if mode == "disabled":
+        return None
+    os.environ.setdefault("WANDB_SILENT", "true")
+    return WandbLogger(
+        project=cfg["wandb"]["project"],
+        entity=cfg["wandb"]["entity"],
+        name=run_id,
+        id=run_id,
+        save_dir=str(run_dir),
+        mode=mode,
+        resume="allow",
+        config=cfg,
+        settings=_settings(),
+    )
+
+
+def _settings() -> Any:
+    import wandb
+
+    # No console capture or system stats thread: keeps CPU runs quiet and tests fast.
+    return wandb.Settings(console="off", x_disable_stats=True, silent=True)

@@ -1,0 +1,133 @@
+"""The LightningModule: a learned vector field, normalised, integrated by the forecaster.
+
+The network sees states scaled per channel to unit spread and predicts time derivatives in
+units of the data's typical rate of change; both scales are measured on the training split
+once and stored as buffers, so a checkpoint alone rebuilds the model.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from envs.errors import UserError
+from leads.config import method_config
+from leads.forecaster import rollout, teacher_forcing_probability
+from leads.methods import build_model
+from leads.metrics import relative_l2
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or exploded; the last good checkpoint is kept."""
+
+
+class Forecaster(pl.LightningModule):
+    def __init__(self, cfg: dict[str, Any], state_shape: tuple[int, ...], env_names: list[str]) -> None:
+        super().__init__()
+        self.save_hyperparameters({"cfg": cfg, "state_shape": list(state_shape), "env_names": env_names})
+        self.cfg = cfg
+        self.env_names = list(env_names)
+        self.model = build_model(cfg["model"], method_config(cfg), tuple(state_shape), len(env_names))
+        stat_shape = (state_shape[0],) + (1,) * (len(state_shape) - 1)
+        self.register_buffer("u_mean", torch.zeros(stat_shape))
+        self.register_buffer("u_std", torch.ones(stat_shape))
+        self.register_buffer("du_std", torch.ones(stat_shape))
+        self._first_loss: float | None = None
+        self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    # ------------------------------------------------------------------ model
+    @torch.no_grad()
+    def fit_normalization(self, states: torch.Tensor, t: torch.Tensor) -> None:
+        """Per-channel scales from training trajectories ``(N, n_t, C, ...)``."""
+        c = states.shape[2]
+        x = states.transpose(0, 2).reshape(c, -1).double()
+        dx = (states[:, 1:] - states[:, :-1]) / (t[1:] - t[:-1]).view(1, -1, *[1] * (states.dim() - 2))
+        dx = dx.transpose(0, 2).reshape(c, -1).double()
+        tiny = torch.finfo(torch.float32).tiny ** 0.5
+        self.u_mean.copy_(x.mean(1).view_as(self.u_mean))
+        self.u_std.copy_(x.std(1).clamp_min(tiny).view_as(self.u_std))
+        self.du_std.copy_(dx.std(1).clamp_min(tiny).view_as(self.du_std))
+
+    def vector_field(self, u: torch.Tensor, env: torch.Tensor) -> torch.Tensor:
+        return self.du_std * self.model((u - self.u_mean) / self.u_std, env)
+
+    def forward(self, u0: torch.Tensor, t: torch.Tensor, env: torch.Tensor, **kw: Any) -> torch.Tensor:
+        fc = self.cfg["forecaster"]
+        return rollout(self.vector_field, u0, t, env, method=fc["solver"], substeps=fc["substeps"], **kw)
+
+    # ------------------------------------------------------------------ training
+    def teacher_forcing(self) -> float:
+        tf = self.cfg["forecaster"]["teacher_forcing"]
+        return teacher_forcing_probability(self.global_step, tf["start"], tf["decay"], tf["every"])
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        states, t, env = batch["states"], batch["t"], batch["env"]
+        t = t[0] if t.dim() > 1 else t
+        eps = self.teacher_forcing()
+        pred = self(states[:, 0], t, env, truth=states, teacher_forcing=eps)
+        # Errors in normalised units, so channels of different magnitude weigh alike.
+        err = ((pred[:, 1:] - states[:, 1:]) / self.u_std.unsqueeze(0)) ** 2
+        per_sample = err.flatten(1).mean(1)
+        data_loss = per_sample.mean()
+        # Penalties that depend on states (LEADS' ||g_e(x)||) see the observed ones, normalised.
+        x = (states - self.u_mean) / self.u_std
+        penalty = self.model.penalty(x.flatten(0, 1), env.repeat_interleave(states.shape[1]))
+        loss = data_loss + penalty
+        self._check_loss(loss, per_sample, env)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(env))
+        self.log("train/mse", data_loss, batch_size=len(env))
+        self.log("train/penalty", penalty, batch_size=len(env))
+        self.log("train/teacher_forcing", eps, batch_size=len(env))
+        return loss
+
+    def _check_loss(self, loss: torch.Tensor, per_sample: torch.Tensor, env: torch.Tensor) -> None:
+        value = float(loss.detach())
+        if self._first_loss is None and math.isfinite(value):
+            self._first_loss = max(value, 1e-12)
+        factor = self.cfg["train"]["explode_factor"]
+        exploded = self._first_loss is not None and value > factor * self._first_loss
+        if math.isfinite(value) and not exploded:
+            return
+        bad = (~torch.isfinite(per_sample)) | (per_sample > factor * (self._first_loss or 1.0))
+        envs = sorted({self.env_names[i] for i in env[bad].tolist()}) or ["(penalty term)"]
+        what = "became non-finite" if not math.isfinite(value) else f"exploded to {value:.3g}"
+        raise TrainingDiverged(
+            f"training loss {what} at step {self.global_step} (environments: {'; '.join(envs)}); "
+            f"the last good checkpoint is kept — lower train.lr or raise forecaster.substeps"
+        )
+
+    def configure_optimizers(self) -> Any:
+        tc = self.cfg["train"]
+        opt = torch.optim.Adam(self.model.parameters(), lr=tc["lr"], weight_decay=tc["weight_decay"])
+        if tc["scheduler"] == "none":
+            return opt
+        if tc["scheduler"] != "cosine":
+            raise UserError(f"unknown train.scheduler '{tc['scheduler']}'; choose cosine or none")
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(tc["max_steps"], 1), eta_min=tc["lr"] * 0.01)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ------------------------------------------------------------------ validation
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        states, t, env = batch["states"], batch["t"], batch["env"]
+        t = t[0] if t.dim() > 1 else t
+        pred = self(states[:, 0], t, env)
+        self._val.append((relative_l2(pred, states).float(), env))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val:
+            return
+        err = torch.cat([e for e, _ in self._val])
+        env = torch.cat([v for _, v in self._val])
+        self._val.clear()
+        err = torch.nan_to_num(err, nan=1e6, posinf=1e6)
+        # Gathered over DDP ranks so every process selects the same checkpoint.
+        err = self.all_gather(err).flatten() if self.trainer.world_size > 1 else err
+        env = self.all_gather(env).flatten() if self.trainer.world_size > 1 else env
+        self.log("val/rel_l2", err.mean(), prog_bar=True, sync_dist=False)
+        for i, name in enumerate(self.env_names):
+            sel = err[env == i]
+            if len(sel):
+                self.log(f"val_env/{name}", sel.mean(), sync_dist=False)

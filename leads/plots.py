@@ -1,0 +1,79 @@
+"""Figures: predicted vs true rollouts per environment, and error against time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: figures go to files and W&B, never a window
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+
+def rollout_figure(pred: np.ndarray, true: np.ndarray, t: np.ndarray, env_names: list[str],
+                   state_names: list[str], n_frames: int = 6) -> Figure:
+    """One trajectory per environment: ``pred``/``true`` are ``(n_env, n_t, *state)``.
+    Fields get image strips (truth above prediction, first channel); ODEs get phase portraits."""
+    n_env = len(env_names)
+    if pred.ndim >= 4:
+        frames = np.linspace(0, len(t) - 1, min(n_frames, len(t))).round().astype(int)
+        fig, axes = plt.subplots(2 * n_env, len(frames), figsize=(1.6 * len(frames), 3.3 * n_env),
+                                 squeeze=False)
+        for e in range(n_env):
+            lo, hi = true[e, :, 0].min(), true[e, :, 0].max()
+            for j, f in enumerate(frames):
+                for row, data, label in ((2 * e, true, "true"), (2 * e + 1, pred, "pred")):
+                    ax = axes[row, j]
+                    ax.imshow(data[e, f, 0], vmin=lo, vmax=hi, cmap="viridis")
+                    ax.set_xticks([])
+                    ax.set_yticks([])
+                    if row == 0:
+                        ax.set_title(f"t={t[f]:g}", fontsize=8)
+                    if j == 0:
+                        ax.set_ylabel(f"{label}\n{env_names[e]}", fontsize=6)
+        fig.suptitle(f"{state_names[0]}: truth above prediction", fontsize=9)
+    else:
+        cols = min(n_env, 5)
+        rows = (n_env + cols - 1) // cols
+        fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.4 * rows), squeeze=False)
+        for e in range(rows * cols):
+            ax = axes[e // cols, e % cols]
+            if e >= n_env:
+                ax.axis("off")
+                continue
+            ax.plot(true[e, :, 0], true[e, :, 1], "k-", lw=1, label="true")
+            ax.plot(pred[e, :, 0], pred[e, :, 1], "r--", lw=1, label="pred")
+            ax.set_title(env_names[e], fontsize=7)
+            ax.set_xlabel(state_names[0], fontsize=7)
+            ax.set_ylabel(state_names[1], fontsize=7)
+            ax.tick_params(labelsize=6)
+        axes[0, 0].legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def error_curve_figure(t: np.ndarray, curves: dict[str, np.ndarray], train_horizon: float | None = None,
+                       title: str = "relative L2 error vs time") -> Figure:
+    """``curves`` maps a label to the error at ``t[1:]`` (mean over trajectories)."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for label, err in curves.items():
+        ax.semilogy(t[1:], err, label=label, lw=1)
+    if train_horizon is not None:
+        ax.axvline(train_horizon, color="gray", ls=":", lw=1, label="training horizon")
+    ax.set_xlabel("t")
+    ax.set_ylabel("relative L2")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    tmp.replace(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,145 @@
+"""Training a forecaster with Lightning: data, run directory, checkpoints, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from datasets import TrajectoryDataModule, load_split
+from envs import System, get_system
+from envs.errors import UserError
+from leads.config import config_hash, save_config
+from leads.loggers import make_logger
+from leads.module import Forecaster
+
+ACCELERATORS = ("auto", "cpu", "cuda", "gpu", "mps")
+
+
+@dataclass
+class TrainedRun:
+    run_dir: Path
+    run_id: str
+    best_ckpt: Path
+    module: Forecaster
+    train_seconds: float
+    logger: Any
+
+
+def system_of(cfg: dict[str, Any]) -> System:
+    return get_system(cfg["system_name"], **cfg["system"])
+
+
+def env_label(env: dict[str, float]) -> str:
+    return ",".join(f"{k}={v:g}" for k, v in env.items())
+
+
+def run_id_of(cfg: dict[str, Any]) -> str:
+    if cfg.get("run_name"):
+        return str(cfg["run_name"])
+    # The seed and run bookkeeping do not change what is trained... except the seed, which is kept.
+    ident = {k: v for k, v in cfg.items() if k not in ("run_name", "device", "devices", "num_nodes",
+                                                        "strategy", "logger", "wandb", "runs_dir",
+                                                        "results_dir")}
+    return f"{cfg['method']}-s{cfg['seed']}-{config_hash(ident, 8)}"
+
+
+def run_dir_for(cfg: dict[str, Any], resume: bool) -> tuple[Path, str]:
+    """``resume`` continues the latest run of this config; otherwise a fresh directory, never
+    one that already holds a user's run."""
+    base_id = run_id_of(cfg)
+    root = Path(cfg["runs_dir"]) / cfg["system_name"]
+    candidates = sorted((p for p in root.glob(f"{base_id}*") if p.is_dir() and
+                         (p.name == base_id or p.name[len(base_id):].lstrip("-").isdigit())),
+                        key=lambda p: p.stat().st_mtime)
+    if resume:
+        if not candidates:
+            raise UserError(f"--resume found no earlier run {base_id} under {root}; run without --resume")
+        return candidates[-1], candidates[-1].name
+    run_id, n = base_id, 1
+    while (root / run_id).exists():
+        n += 1
+        run_id = f"{base_id}-{n}"
+    return root / run_id, run_id
+
+
+def trainer_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
+    device = cfg["device"]
+    if device not in ACCELERATORS:
+        raise UserError(f"unknown device '{device}'; choose one of: {', '.join(ACCELERATORS)}")
+    if device in ("cuda", "gpu") and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for but no CUDA device is visible; use --device cpu")
+    return {
+        "accelerator": "gpu" if device == "cuda" else device,
+        "devices": cfg["devices"],
+        "num_nodes": cfg["num_nodes"],
+        "strategy": cfg["strategy"],
+    }
+
+
+def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> TrainedRun:
+    """Train ``cfg`` (a resolved config) and return its best checkpoint chosen on validation."""
+    system = system_of(cfg)
+    run_dir, run_id = run_dir_for(cfg, resume)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    pl.seed_everything(cfg["seed"], workers=True, verbose=False)
+
+    dm = TrajectoryDataModule(system, cfg["data"])
+    dm.prepare_data()
+    dm.setup("fit")
+    train_data = load_split(dm.paths["train"])
+    module = Forecaster(cfg, system.state_shape, [env_label(e) for e in system.train_envs])
+    states = train_data.states.flatten(0, 1)
+    module.fit_normalization(states, torch.as_tensor(train_data.t, dtype=states.dtype))
+
+    ckpt_dir = run_dir / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    if resume and not last.exists():
+        raise UserError(f"--resume: no checkpoint {last} yet; run without --resume")
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/rel_l2", mode="min",
+                                 save_last=True, save_top_k=1, auto_insert_metric_name=False)
+    logger = make_logger(cfg, run_dir, run_id)
+    tc = cfg["train"]
+    trainer = pl.Trainer(
+        **trainer_kwargs(cfg),
+        max_steps=tc["max_steps"],
+        val_check_interval=tc["val_every"],
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        gradient_clip_val=tc["grad_clip"] or None,
+        logger=logger if logger is not None else False,
+        callbacks=[checkpoint],
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        log_every_n_steps=min(50, tc["val_every"]),
+        default_root_dir=str(run_dir),
+    )
+    start = time.perf_counter()
+    previous = _read_state(run_dir).get("train_seconds", 0.0) if resume else 0.0
+    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
+    seconds = previous + time.perf_counter() - start
+    best_path = Path(checkpoint.best_model_path or last)
+    best = Forecaster.load_from_checkpoint(str(best_path), map_location="cpu")
+    _write_state(run_dir, {"train_seconds": seconds, "best_ckpt": str(best_path),
+                           "best_val_rel_l2": float(checkpoint.best_model_score or float("nan")),
+                           "global_step": trainer.global_step})
+    return TrainedRun(run_dir, run_id, best_path, best, seconds, logger)
+
+
+def _read_state(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "state.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _write_state(run_dir: Path, state: dict[str, Any]) -> None:
+    tmp = run_dir / "state.json.tmp"
+    tmp.write_text(json.dumps(state, indent=1))
+    os.replace(tmp, run_dir / "state.json")

@@ -1,0 +1,83 @@
+import pytest
+import yaml
+
+from envs import SYSTEMS
+from envs.errors import UserError
+from leads.config import config_hash, load_config, parse_override, save_config
+
+
+@pytest.mark.parametrize("system", sorted(SYSTEMS))
+@pytest.mark.parametrize("profile", ["quick", "paper"])
+def test_every_system_has_both_profiles(system, profile):
+    cfg = load_config(system, profile)
+    assert cfg["profile"] == profile
+    assert cfg["system_name"] == system
+    # the system's own defaults are resolved into the config, so they can be overridden
+    assert cfg["system"]["train_envs"] and cfg["system"]["dt"] > 0
+
+
+def test_overrides_any_value_and_keep_types():
+    cfg = load_config("gray_scott", overrides=["train.lr=3e-4", "data.n_test=3", "system.dt=20",
+                                               "adapt.sets=[interp]", "method=coda"])
+    assert cfg["train"]["lr"] == pytest.approx(3e-4) and isinstance(cfg["train"]["lr"], float)
+    assert cfg["data"]["n_test"] == 3
+    assert cfg["system"]["dt"] == 20
+    assert cfg["adapt"]["sets"] == ["interp"]
+    assert cfg["method"] == "coda"
+    cfg = load_config("gray_scott", overrides=["profile=paper"])
+    assert cfg["profile"] == "paper"
+
+
+@pytest.mark.parametrize("override, match", [
+    ("train.lrr=1", "unknown config key 'train.lrr'"),
+    ("nosuchsection.x=1", "unknown config key 'nosuchsection'"),
+    ("train.lr=fast", "train.lr' expects float"),
+    ("data.n_test=1.5", "data.n_test' expects int"),
+    ("train.lr", "key=value"),
+    ("=3", "empty key"),
+    ("method=nosuch", "unknown method 'nosuch'"),
+    ("system.D_u=-1", "D_u"),
+    ("system.train_envs=[]", "empty"),
+])
+def test_bad_overrides_are_one_line_errors(override, match):
+    with pytest.raises(UserError, match=match) as e:
+        load_config("gray_scott", overrides=[override])
+    assert "\n" not in str(e.value)
+
+
+def test_unknown_system_and_profile():
+    with pytest.raises(UserError, match="unknown system 'grey_scott'.*gray_scott"):
+        load_config("grey_scott")
+    with pytest.raises(UserError, match="unknown profile 'fast'"):
+        load_config("gray_scott", "fast")
+
+
+def test_malformed_yaml_key_in_config_file(tmp_path):
+    from leads.config import CONFIG_DIR
+
+    (tmp_path / "defaults.yaml").write_text((CONFIG_DIR / "defaults.yaml").read_text())
+    spec = yaml.safe_load((CONFIG_DIR / "gray_scott.yaml").read_text())
+    spec["trian"] = {"lr": 1}
+    (tmp_path / "gray_scott.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(UserError, match="unknown config key 'trian'"):
+        load_config("gray_scott", config_dir=tmp_path)
+    (tmp_path / "gray_scott.yaml").write_text("model: [unclosed")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_config("gray_scott", config_dir=tmp_path)
+
+
+def test_parse_override_values():
+    assert parse_override("a.b=3e-4") == (["a", "b"], 3e-4)
+    assert parse_override("a=true") == (["a"], True)
+    assert parse_override("a=null") == (["a"], None)
+    assert parse_override("a=[1, 2]") == (["a"], [1, 2])
+    assert parse_override("a=x=y") == (["a"], "x=y")
+
+
+def test_saved_config_round_trips_and_hash_is_stable(tmp_path):
+    cfg = load_config("lotka_volterra")
+    save_config(cfg, tmp_path / "config.yaml")
+    back = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert back == cfg
+    assert config_hash(back) == config_hash(cfg)
+    assert config_hash(load_config("lotka_volterra", overrides=["seed=1"])) != config_hash(cfg)

@@ -50,14 +50,23 @@ class System(ABC):
     # ----------------------------------------------------------------- environments
     @property
     def train_envs(self) -> list[Env]:
-        return [dict(e) for e in self.config["train_envs"]]
+        return [self.complete_env(e) for e in self.config["train_envs"]]
 
     @property
     def heldout(self) -> dict[str, list[Env]]:
-        return {k: [dict(e) for e in v] for k, v in self.config["heldout"].items()}
+        return {k: [self.complete_env(e) for e in v] for k, v in self.config["heldout"].items()}
+
+    def complete_env(self, env: Env) -> Env:
+        """``env`` with omitted parameters taken from ``config["param_defaults"]`` (if the system
+        has one), in ``param_names`` order, so environments can name only what varies."""
+        full = {**self.config.get("param_defaults", {}), **env}
+        return {p: full[p] for p in self.param_names if p in full} | {
+            k: v for k, v in full.items() if k not in self.param_names
+        }
 
     def env_tensor(self, envs: Sequence[Env]) -> torch.Tensor:
         """Parameter rows, float64, shape ``(len(envs), len(param_names))``."""
+        envs = [self.complete_env(env) for env in envs]
         for env in envs:
             self.check_env(env)
         return torch.tensor(
@@ -67,6 +76,7 @@ class System(ABC):
     def check_env(self, env: Env) -> None:
         """Raise ``UserError`` if ``env`` does not name exactly this system's parameters
         with finite values inside their valid range."""
+        env = self.complete_env(env)
         missing = [p for p in self.param_names if p not in env]
         extra = [p for p in env if p not in self.param_names]
         if missing or extra:

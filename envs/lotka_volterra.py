@@ -1,7 +1,9 @@
 """Lotka-Volterra predator-prey: x' = alpha x - beta x y, y' = delta x y - gamma y.
 
-Environments vary the interaction rates (beta, delta) at fixed growth/death rates
-(alpha, gamma), as in CoDA: nine training environments on {0.5, 0.75, 1}^2.
+All four rates are parameters. By default environments vary the interaction rates
+(beta, delta) at alpha = gamma = 0.5, as in CoDA (nine training environments on
+{0.5, 0.75, 1}^2); omitted rates come from ``param_defaults``, so the LEADS protocol, which
+varies (alpha, gamma) at beta = delta = 0.5, is a config change.
 """
 
 from __future__ import annotations
@@ -20,13 +22,11 @@ def _grid(betas: list[float], deltas: list[float]) -> list[dict[str, float]]:
 
 class LotkaVolterra(ODESystem):
     name = "lotka_volterra"
-    param_names = ("beta", "delta")
+    param_names = ("alpha", "beta", "gamma", "delta")
     state_names = ("x", "y")
-    positive = ("beta", "delta")
-    positive_constants = ("alpha", "gamma")
+    positive = ("alpha", "beta", "gamma", "delta")
     defaults: dict[str, Any] = {
-        "alpha": 0.5,
-        "gamma": 0.5,
+        "param_defaults": {"alpha": 0.5, "beta": 0.5, "gamma": 0.5, "delta": 0.5},
         "train_envs": _grid([0.5, 0.75, 1.0], [0.5, 0.75, 1.0]),
         "heldout": {
             "interp": _grid([0.625, 0.875], [0.625, 0.875]),
@@ -39,11 +39,10 @@ class LotkaVolterra(ODESystem):
     }
 
     def param_ranges(self) -> dict[str, tuple[float, float]]:
-        return {"beta": (0.0, math.inf), "delta": (0.0, math.inf)}
+        return {p: (0.0, math.inf) for p in self.param_names}
 
     def rhs(self, t: float | torch.Tensor, u: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         p = params.to(u)
-        beta, delta = p[:, 0], p[:, 1]
+        a, b, g, d = p.unbind(1)
         x, y = u[:, 0], u[:, 1]
-        a, g = self.config["alpha"], self.config["gamma"]
-        return torch.stack((a * x - beta * x * y, delta * x * y - g * y), dim=1)
+        return torch.stack((a * x - b * x * y, d * x * y - g * y), dim=1)

@@ -169,6 +169,7 @@ class ODESystem(System):
 
     def check_env(self, env: dict[str, float]) -> None:
         super().check_env(env)
+        env = self.complete_env(env)
         for p in self.positive:
             if env[p] <= 0:
                 raise UserError(f"{self.name} parameter {p}={env[p]} must be strictly positive")

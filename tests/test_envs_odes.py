@@ -25,7 +25,7 @@ SYSTEMS = ("lotka_volterra", "glycolytic_oscillator", "pendulum")
 
 
 # ------------------------------------------------------------------ independent references
-def lv_np(t, u, beta, delta, alpha=0.5, gamma=0.5):
+def lv_np(t, u, alpha, beta, gamma, delta):
     x, y = u
     return [alpha * x - beta * x * y, delta * x * y - gamma * y]
 
@@ -268,8 +268,8 @@ def test_all_environment_sets_stay_physical(name):
     [
         ("lotka_volterra", {"beta": -0.5, "delta": 0.5}, "outside its valid range"),
         ("lotka_volterra", {"beta": 0.0, "delta": 0.5}, "strictly positive"),
-        ("lotka_volterra", {"beta": 0.5}, "exactly the parameters"),
-        ("lotka_volterra", {"beta": 0.5, "delta": 0.5, "alpha": 0.5}, "exactly the parameters"),
+        ("lotka_volterra", {"beta": 0.5, "zeta": 0.5}, "exactly the parameters"),
+        ("lotka_volterra", {"beta": 0.5, "delta": 0.5, "alpha": -0.5}, "outside its valid range"),
         ("lotka_volterra", {"beta": math.nan, "delta": 0.5}, "finite"),
         ("glycolytic_oscillator", {"k1": 100.0, "K1": -1.0}, "outside its valid range"),
         ("glycolytic_oscillator", {"k1": 100.0, "K1": 0.0}, "strictly positive"),
@@ -293,12 +293,13 @@ def test_invalid_environments_are_rejected(name, env, match):
     ("name", "overrides", "match"),
     [
         ("lotka_volterra", {"beta": 0.5}, "unknown key 'system.beta'"),
+        ("lotka_volterra", {"param_defaults": {"alpha": -0.5, "beta": 0.5, "gamma": 0.5, "delta": 0.5}},
+         "alpha=-0.5"),
         ("pendulum", {"omega": 1.0}, "unknown key 'system.omega'"),
         ("glycolytic_oscillator", {"substep": 10}, "unknown key 'system.substep'"),
         ("lotka_volterra", {"substeps": 0}, "substeps"),
         ("lotka_volterra", {"substeps": 2.5}, "substeps"),
         ("pendulum", {"substeps": True}, "substeps"),
-        ("lotka_volterra", {"alpha": -0.5}, "system.alpha"),
         ("glycolytic_oscillator", {"kappa": 0}, "system.kappa"),
         ("lotka_volterra", {"ic_ranges": [[1.0, 2.0]]}, "ic_ranges"),
         ("pendulum", {"ic_ranges": [[0.3, 0.1], [0.0, 1.0]]}, "ic_ranges"),
@@ -321,13 +322,17 @@ def test_defaults_and_description(name):
     assert get_system(name, substeps=3).solver_description.count("3 substeps") == 1
 
 
-def test_constants_are_configurable():
-    lv = get_system("lotka_volterra", alpha=1.0)
+def test_omitted_parameters_come_from_param_defaults():
+    lv = get_system("lotka_volterra", param_defaults={"alpha": 1.0, "beta": 0.5, "gamma": 0.5, "delta": 0.5})
     u = torch.tensor([[1.0, 2.0]], dtype=torch.float64)
-    p = lv.env_tensor([{"beta": 0.5, "delta": 0.5}])
+    p = lv.env_tensor([{"beta": 0.75, "delta": 0.25}])
+    assert p.tolist() == [[1.0, 0.75, 0.5, 0.25]]
     torch.testing.assert_close(
-        lv.rhs(0.0, u, p), torch.tensor([lv_np(0.0, [1.0, 2.0], 0.5, 0.5, alpha=1.0)], dtype=torch.float64)
+        lv.rhs(0.0, u, p), torch.tensor([lv_np(0.0, [1.0, 2.0], 1.0, 0.75, 0.5, 0.25)], dtype=torch.float64)
     )
+    # the LEADS protocol varies (alpha, gamma) instead
+    p = lv.env_tensor([{"alpha": 0.25, "gamma": 1.0}])
+    assert p.tolist() == [[0.25, 0.5, 1.0, 0.5]]
 
 
 # ------------------------------------------------------------------ measurement (not a test)

@@ -258,7 +258,7 @@ def _modes(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 def test_navier_stokes_exact_solution_with_forcing_and_advection():
     """w* = f / (8π² ν) is steady (one wavevector: u·∇w = 0), and a mode with a parallel
     wavevector on top of it decays at exp(−ν|2πk|² t) while advection stays exactly zero."""
-    ns = NavierStokes(warmup_time=0.0)
+    ns = NavierStokes(warmup=0.0)
     nu = torch.tensor([[0.7e-3], [1.3e-3]], dtype=torch.float64)
     x, y = _modes(32)
     steady = ns.forcing() / (8 * math.pi**2 * nu[:, :, None, None])
@@ -271,7 +271,7 @@ def test_navier_stokes_exact_solution_with_forcing_and_advection():
 
 
 def test_navier_stokes_single_mode_decays_without_forcing():
-    ns = NavierStokes(forcing_amplitude=0.0, warmup_time=0.0)
+    ns = NavierStokes(forcing_amplitude=0.0, warmup=0.0)
     x, y = _modes(32)
     w0 = torch.cos(2 * math.pi * (3 * x - 2 * y))[None, None]
     nu = torch.tensor([[1e-3]], dtype=torch.float64)
@@ -286,7 +286,7 @@ def test_navier_stokes_rhs_advection_is_analytic():
     a, b, nu = 0.7, -1.3, 1e-3
     x, y = _modes(32)
     w = (a * torch.sin(2 * math.pi * x) + b * torch.sin(4 * math.pi * y))[None, None]
-    ns = NavierStokes(warmup_time=0.0)
+    ns = NavierStokes(warmup=0.0)
     expected = (
         1.5 * a * b * torch.cos(2 * math.pi * x) * torch.cos(4 * math.pi * y)
         - nu * (4 * math.pi**2 * a * torch.sin(2 * math.pi * x) + 16 * math.pi**2 * b * torch.sin(4 * math.pi * y))
@@ -315,7 +315,7 @@ def test_navier_stokes_batched_equals_one_at_a_time(ns_batch):
 
 
 def test_navier_stokes_initial_states_are_determined_by_seed():
-    ns = NavierStokes(warmup_time=2.0)
+    ns = NavierStokes(warmup=2.0)
     a, b = ns.sample_initial_states([4, 9]), ns.sample_initial_states([9, 4])
     torch.testing.assert_close(a, b.flip(0), rtol=0, atol=1e-13)
     assert not torch.allclose(a[0], a[1])
@@ -329,7 +329,7 @@ def test_navier_stokes_initial_states_are_determined_by_seed():
 def test_navier_stokes_random_field_has_the_reference_spectrum():
     """Pointwise variance of Re(ifft2(sqrt_eig · c)), c standard complex normal, is
     σ² Σ_{k≠0} (4π²|k|² + τ²)^(−α) with σ = τ^(α−1) (the FNO/LEADS normalisation)."""
-    ns = NavierStokes(warmup_time=0.0)
+    ns = NavierStokes(warmup=0.0)
     fields = torch.stack([ns.random_field(s) for s in range(200)])
     k = np.fft.fftfreq(32, 1 / 32)
     k2 = k[:, None] ** 2 + k[None, :] ** 2
@@ -343,7 +343,7 @@ def test_navier_stokes_random_field_has_the_reference_spectrum():
 def test_navier_stokes_protocol_and_registry():
     ns = get_system("navier_stokes")
     assert ns.state_shape == (1, 32, 32) and ns.dt == 1.0 and ns.horizon == 10.0
-    assert ns.config["warmup_time"] == 30.0
+    assert ns.config["warmup"] == 30.0
     assert [e["nu"] for e in ns.train_envs] == pytest.approx([0.8e-3, 0.9e-3, 1.0e-3, 1.1e-3, 1.2e-3])
     assert [e["nu"] for e in ns.heldout["interp"]] == pytest.approx([0.85e-3, 0.95e-3, 1.05e-3, 1.15e-3])
 
@@ -355,7 +355,7 @@ def test_navier_stokes_protocol_and_registry():
         {"train_envs": [{"nu": 0.0}]},
         {"heldout": {"extrap": [{"nu": float("nan")}]}},
         {"warmup_nu": -1e-3},
-        {"warmup_time": -1.0},
+        {"warmup": -1.0},
         {"solver_dt": 0.0},
         {"size": 31},
     ],
@@ -366,7 +366,7 @@ def test_navier_stokes_bad_config_is_a_user_error(overrides):
 
 
 def test_navier_stokes_solve_rejects_non_positive_viscosity():
-    ns = NavierStokes(warmup_time=0.0)
+    ns = NavierStokes(warmup=0.0)
     w0 = ns.sample_initial_states([0])
     with pytest.raises(UserError):
         ns.solve(w0, torch.tensor([[-1e-3]], dtype=torch.float64), ns.times())

@@ -1,0 +1,26 @@
+"""Tiny run configs: every code path of a real run in seconds on a CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from leads.config import load_config
+
+TINY = [
+    "train.max_steps=4", "train.val_every=2", "model.width=8",
+    "data.n_train=1", "data.n_val=1", "data.n_test=1", "data.n_adapt=2", "data.n_adapt_val=1",
+    "data.n_test_heldout=1", "data.batch_size=4", "data.gen_batch_size=64",
+    "adapt.steps=3", "adapt.val_every=1", "logger=none",
+]
+PER_SYSTEM = {
+    "navier_stokes": ["system.warmup=0.5", "model.modes=4"],
+    "gray_scott": ["data.window=2"],
+    "pendulum": ["data.window=4"],
+    "glycolytic_oscillator": ["data.window=4"],
+    "lotka_volterra": ["data.window=4"],
+}
+
+
+def tiny_config(system: str, tmp: Path, *extra: str) -> dict:
+    return load_config(system, "quick", [*TINY, *PER_SYSTEM.get(system, []), f"runs_dir={tmp / 'runs'}",
+                                         f"data.dir={tmp / 'data'}", f"results_dir={tmp / 'results'}", *extra])

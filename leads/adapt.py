@@ -2,19 +2,21 @@
 
 Only environment-specific parameters are fitted (contexts for ``lowrank``/``coda``, factors
 for ``lora``, ``g_e`` for ``leads``, a whole network for ``per_env``); ``erm`` has none and is
-scored zero-shot. Fitting uses ``k`` trajectories per new environment and stops on separate
-validation trajectories, never on test data.
+scored zero-shot. Fitting uses ``k`` trajectories per new environment and keeps the parameters
+that did best on separate validation trajectories, never on test data.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from envs.errors import UserError
 from leads.evaluate import flatten_trajectories
 from leads.metrics import relative_l2
 from leads.module import Forecaster
@@ -22,11 +24,13 @@ from leads.module import Forecaster
 
 @dataclass
 class Adapted:
-    module: Forecaster
-    steps: int
+    module: Forecaster     # a copy: shared parameters as trained, fresh environments adapted
+    steps: int             # optimisation steps taken
+    best_step: int         # the step whose parameters were kept (0: the initialisation)
     seconds: float
     best_val_rel_l2: float
-    n_adapted_params: int
+    n_adapted_params: int  # per environment
+    shots: int
 
 
 def adapt_to_new_environments(
@@ -41,39 +45,43 @@ def adapt_to_new_environments(
     """Fit fresh environment-specific parameters for ``len(env_names)`` new environments.
 
     ``adapt_states`` / ``val_states`` are ``(n_env, n_traj, n_t, *state)``; the first ``shots``
-    (default ``cfg["shots"]``) adaptation trajectories of each environment are used.
+    (default ``cfg["shots"]``) adaptation trajectories of each environment are fitted, the
+    validation ones choose the step to keep (checked every ``cfg["val_every"]`` steps, stopping
+    after ``cfg["patience"]`` checks without improvement). ``module`` is left untouched.
     """
     start = time.perf_counter()
     shots = cfg["shots"] if shots is None else shots
-    new = copy.deepcopy(module).to(module.u_mean.device)
+    _check(adapt_states, val_states, env_names, shots)
+    device = module.u_mean.device
+    new = copy.deepcopy(module)
     new.env_names = list(env_names)
     new.model.reset_environments(len(env_names), init=cfg["init"])
+    new.to(device)
     for p in new.parameters():
         p.requires_grad_(False)
     params = list(new.model.env_parameters())
+    n_per_env = sum(p.numel() for p in params) // len(env_names)
+    if not params:  # zero-shot method
+        return Adapted(new.eval(), 0, 0, time.perf_counter() - start, math.nan, 0, shots)
     for p in params:
         p.requires_grad_(True)
-    n_params = sum(p.numel() for p in params)
-    if not params:  # zero-shot method
-        return Adapted(new.eval(), 0, time.perf_counter() - start, float("nan"), 0)
 
-    device = new.u_mean.device
-    x, env = flatten_trajectories(adapt_states, shots)
-    xv, envv = flatten_trajectories(val_states)
-    x, env, xv, envv, t = x.to(device), env.to(device), xv.to(device), envv.to(device), t.to(device, x.dtype)
+    x, env = (a.to(device) for a in flatten_trajectories(adapt_states, shots))
+    xv, envv = (a.to(device) for a in flatten_trajectories(val_states))
+    t = t.to(device, x.dtype)
     opt = torch.optim.Adam(params, lr=cfg["lr"])
 
     def val_error() -> float:
         new.eval()
         with torch.no_grad():
-            return float(relative_l2(new(xv[:, 0], t, envv), xv).mean())
+            err = float(relative_l2(new(xv[:, 0], t, envv), xv).mean())
+        return err if math.isfinite(err) else math.inf
 
-    best, best_state, since, step = val_error(), _snapshot(params), 0, 0
+    best, best_step, best_state, since, step = val_error(), 0, _snapshot(params), 0, 0
     for step in range(1, cfg["steps"] + 1):
         new.train()
         opt.zero_grad(set_to_none=True)
-        pred = new(x[:, 0], t, env)
-        loss = (((pred[:, 1:] - x[:, 1:]) / new.u_std.unsqueeze(0)) ** 2).mean()
+        loss = _loss(new, x, t, env)
         if not torch.isfinite(loss):
             break
         loss.backward()
@@ -81,7 +89,7 @@ def adapt_to_new_environments(
         if step % cfg["val_every"] == 0:
             err = val_error()
             if err < best:
-                best, best_state, since = err, _snapshot(params), 0
+                best, best_step, best_state, since = err, step, _snapshot(params), 0
             else:
                 since += 1
                 if since >= cfg["patience"]:
@@ -91,7 +99,28 @@ def adapt_to_new_environments(
             p.copy_(s)
     for p in params:
         p.requires_grad_(False)
-    return Adapted(new.eval(), step, time.perf_counter() - start, best, n_params // max(len(env_names), 1))
+    return Adapted(new.eval(), step, best_step, time.perf_counter() - start, best, n_per_env, shots)
+
+
+def _loss(module: Forecaster, x: torch.Tensor, t: torch.Tensor, env: torch.Tensor) -> torch.Tensor:
+    # The training objective (Forecaster.training_step) without teacher forcing: normalised
+    # trajectory MSE plus the method's penalty on the observed states, e.g. LEADS' ||g_e||.
+    pred = module(x[:, 0], t, env)
+    data = (((pred[:, 1:] - x[:, 1:]) / module.u_std.unsqueeze(0)) ** 2).mean()
+    states = ((x - module.u_mean) / module.u_std).flatten(0, 1)
+    return data + module.model.penalty(states, env.repeat_interleave(x.shape[1]))
+
+
+def _check(adapt_states: torch.Tensor, val_states: torch.Tensor, env_names: list[str], shots: int) -> None:
+    n_env, n_adapt = adapt_states.shape[:2]
+    if isinstance(shots, bool) or not isinstance(shots, int) or not 1 <= shots <= n_adapt:
+        raise UserError(f"adaptation shots={shots!r} must be an integer in [1, {n_adapt}] "
+                        f"(data.n_adapt={n_adapt} trajectories per environment); raise data.n_adapt for more")
+    if val_states.shape[1] < 1:
+        raise UserError("adaptation needs validation trajectories to choose when to stop; set data.n_adapt_val >= 1")
+    if not n_env == val_states.shape[0] == len(env_names):
+        raise UserError(f"adaptation got {n_env} environments of adaptation data, {val_states.shape[0]} of "
+                        f"validation data and {len(env_names)} names; they must agree")
 
 
 def _snapshot(params: list[torch.nn.Parameter]) -> list[torch.Tensor]:

@@ -1,7 +1,20 @@
-"""Command line: ``python run.py [generate|evaluate|leaderboard] --env NAME [options]``.
+"""Command line: ``python run.py [train|generate|evaluate|leaderboard] --env NAME [options]``.
 
 Without a command, ``run.py`` runs the main job: generate data if missing, train, evaluate
-in-domain, adapt to held-out environments and print a summary.
+in-domain, adapt to held-out environments, append result rows and print a summary.
+
+  python run.py --env gray_scott                                  # one run (method lowrank, seed 0)
+  python run.py --env gray_scott --method all --seeds 3           # every method x 3 seeds + leaderboard
+  python run.py --env gray_scott --heldout "F=0.045,k=0.064"      # also adapt to this environment
+  python run.py evaluate --env gray_scott --ckpt runs/gray_scott/<run>/checkpoints/best.ckpt \\
+      --heldout "hot:F=0.045,k=0.064;F=0.05,k=0.06" --shots 2 --few-shot
+  python run.py leaderboard --env gray_scott [--profile paper]
+  python run.py generate --env gray_scott [--heldout ...]
+
+Held-out sets (``--heldout``, repeatable): a set name (``interp``), environments ``p=v,...``
+separated by ``;`` with an optional ``name:`` prefix, or a YAML file mapping set names to
+environment lists. They are adapted to in addition to the config's ``adapt.sets``
+(``--set adapt.sets=[]`` for only them).
 """
 
 from __future__ import annotations
@@ -9,79 +22,194 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
+from envs import SYSTEMS
 from envs.errors import UserError
 
-COMMANDS = ("train", "generate", "evaluate", "leaderboard")
 
-
-def _parser(command: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"run.py {command}" if command != "train" else "run.py",
-                                description=__doc__.splitlines()[0])
+def _common(p: argparse.ArgumentParser, profile: bool = True) -> None:
     p.add_argument("--env", required=True, help="system name, e.g. gray_scott")
-    p.add_argument("--profile", default=None, help="config profile: quick (default) or paper")
+    if profile:
+        p.add_argument("--profile", default=None, help="config profile: quick (default) or paper")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config value, e.g. --set train.lr=3e-4 (repeatable)")
-    if command in ("train", "evaluate"):
-        p.add_argument("--method", default=None, help="lowrank (default), lora, coda, leads, erm, per_env")
-        p.add_argument("--seed", type=int, default=None)
-        p.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
-        p.add_argument("--devices", default=None, help="Lightning devices (e.g. 2)")
-        p.add_argument("--strategy", default=None, help="Lightning strategy (e.g. ddp)")
-        p.add_argument("--logger", default=None, help="wandb (default, offline) | csv | none")
-        p.add_argument("--wandb", default=None, help="W&B mode: offline (default) | online | disabled")
-    if command == "train":
-        p.add_argument("--resume", action="store_true", help="continue the last run of this config")
-        p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    return p
+                   help="override a config value, e.g. --set train.lr=3e-4 (repeatable)")
+
+
+def _heldout(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--heldout", action="append", default=[], metavar="SET",
+                   help="held-out set to adapt to: a name, 'p=v,...;p=v,...' (optionally 'name:...') "
+                        "or a YAML file (repeatable)")
+
+
+def _runtime(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
+    p.add_argument("--logger", default=None, help="wandb (default, offline) | csv | none")
+    p.add_argument("--wandb", default=None, help="W&B mode: offline (default) | online | disabled")
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    _heldout(p)
+    _runtime(p)
+    p.add_argument("--method", default=None,
+                   help="lowrank (default), lora, coda, leads, erm, per_env; a comma list; or all")
+    p.add_argument("--seed", type=int, default=None, help="training seed (first seed with --seeds)")
+    p.add_argument("--seeds", type=int, default=1, help="number of consecutive seeds to run")
+    p.add_argument("--few-shot", action="store_true", help="also adapt with k = 1, 2, 4, 8 trajectories")
+    p.add_argument("--devices", default=None, help="Lightning devices (e.g. 2)")
+    p.add_argument("--strategy", default=None, help="Lightning strategy (e.g. ddp)")
+    p.add_argument("--resume", action="store_true", help="continue the last run of this config")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    _common(p, profile=False)
+    _heldout(p)
+    _runtime(p)
+    p.add_argument("--ckpt", required=True, help="checkpoint written by training (its config is used)")
+    p.add_argument("--shots", type=int, default=None, help="adaptation trajectories per new environment")
+    p.add_argument("--few-shot", action="store_true", help="also adapt with k = 1, 2, 4, 8 trajectories")
+
+
+def _generate_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    _heldout(p)
+
+
+def _leaderboard_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("--shots", type=int, default=None, help="rows adapted with this many trajectories (default: "
+                                                            "the config's adapt.shots)")
+    p.add_argument("--logger", default=None, help="wandb (default, offline): also log the table | none")
+    p.add_argument("--wandb", default=None, help="W&B mode: offline (default) | online | disabled")
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
     out = list(args.set)
-    for flag, key in (("method", "method"), ("seed", "seed"), ("device", "device"), ("devices", "devices"),
-                      ("strategy", "strategy"), ("logger", "logger"), ("wandb", "wandb.mode")):
+    for flag, key in (("device", "device"), ("devices", "devices"), ("strategy", "strategy"),
+                      ("logger", "logger"), ("wandb", "wandb.mode")):
         value = getattr(args, flag, None)
         if value is not None:
             out.append(f"{key}={value}")
     return out
 
 
+# ------------------------------------------------------------------------------ commands
+def _train(args: argparse.Namespace) -> int:
+    from leads.config import load_config
+    from leads.experiment import run_experiment
+    from leads.heldout import heldout_sets
+    from leads.module import TrainingDiverged
+
+    if args.seeds < 1:
+        raise UserError(f"--seeds {args.seeds} must be at least 1")
+    base = load_config(args.env, args.profile, _overrides(args) + ([f"seed={args.seed}"] if args.seed is not None
+                                                                   else []))
+    methods = list(base["methods"]) if args.method == "all" else (args.method or base["method"]).split(",")
+    cfgs = []
+    for method in methods:
+        for seed in range(base["seed"], base["seed"] + args.seeds):
+            cfg = load_config(args.env, args.profile, _overrides(args) + [f"method={method.strip()}", f"seed={seed}"])
+            cfg["adapt"]["sets"] = list(cfg["adapt"]["sets"]) + args.heldout
+            heldout_sets(cfg)  # every run's sets are checked before the first one trains
+            cfgs.append(cfg)
+    if len(cfgs) == 1:
+        run_experiment(cfgs[0], resume=args.resume, progress=not args.no_progress, few_shot=args.few_shot)
+        return 0
+    failed = []
+    for cfg in cfgs:
+        try:
+            run_experiment(cfg, resume=args.resume, progress=not args.no_progress, few_shot=args.few_shot)
+        except TrainingDiverged as e:  # one diverging method should not cost the others
+            failed.append(f"{cfg['method']} seed {cfg['seed']}")
+            print(f"error: {cfg['method']} seed {cfg['seed']}: {e}", file=sys.stderr)
+    print(_write_leaderboard(base, base["adapt"]["shots"]))
+    if failed:
+        print(f"error: {len(failed)} run(s) diverged: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from leads.experiment import evaluate_checkpoint
+
+    if args.env not in SYSTEMS:
+        raise UserError(f"unknown system '{args.env}'; choose one of: {', '.join(sorted(SYSTEMS))}")
+    evaluate_checkpoint(args.ckpt, args.env, _overrides(args), args.heldout, args.shots, args.few_shot)
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from datasets import describe_split, ensure_dataset
+    from leads.config import load_config
+    from leads.heldout import resolve_sets
+    from leads.train import system_of
+
+    cfg = load_config(args.env, args.profile, _overrides(args))
+    system = system_of(cfg)
+    custom = {k: v for k, v in resolve_sets(system, args.heldout).items() if k not in system.heldout}
+    for path in ensure_dataset(system, cfg["data"], custom_heldout=custom).values():
+        print(describe_split(path))
+    return 0
+
+
+def _leaderboard(args: argparse.Namespace) -> int:
+    from leads.config import load_config
+
+    cfg = load_config(args.env, args.profile, _overrides(args))
+    print(_write_leaderboard(cfg, cfg["adapt"]["shots"] if args.shots is None else args.shots), end="")
+    return 0
+
+
+def _write_leaderboard(cfg: dict[str, Any], shots: int) -> str:
+    """Rebuild ``leaderboard.md``/``.csv`` of ``cfg``'s system and profile; log it to W&B if active."""
+    import uuid
+
+    from leads import leaderboard
+    from leads.loggers import make_logger, wandb_mode
+    from leads.results import read_rows, results_path
+
+    path = results_path(cfg)
+    rows = read_rows(path)
+    if not rows:
+        raise UserError(f"no results in {path}; run `python run.py --env {cfg['system_name']}` or "
+                        "`python run.py evaluate` first")
+    lb = leaderboard.build(rows, cfg["system_name"], cfg["profile"], shots)
+    if not lb.lines:
+        raise UserError(f"{path} has no rows of profile '{cfg['profile']}' with {shots} adaptation trajectories; "
+                        "choose another --profile or --shots")
+    md, csv = leaderboard.write(lb, path.parent)
+    if cfg["logger"] == "wandb" and wandb_mode(cfg) != "disabled":
+        name = f"leaderboard-{cfg['system_name']}-{cfg['profile']}-{uuid.uuid4().hex[:8]}"
+        run = make_logger(cfg, path.parent, name).experiment
+        run.log({"leaderboard": leaderboard.wandb_table(lb)})
+        run.finish()
+    return leaderboard.to_markdown(lb) + f"\nwritten: {md}, {csv}\n"
+
+
+COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
+    "train": (_train_args, _train),
+    "generate": (_generate_args, _generate),
+    "evaluate": (_evaluate_args, _evaluate),
+    "leaderboard": (_leaderboard_args, _leaderboard),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv.pop(0) if argv and argv[0] in COMMANDS else "train"
-    args = _parser(command).parse_args(argv)
+    add_args, handler = COMMANDS[command]
+    parser = argparse.ArgumentParser(prog="run.py" if command == "train" else f"run.py {command}",
+                                     description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    add_args(parser)
+    args = parser.parse_args(argv)
+    if getattr(args, "wandb", None) is None and "WANDB_MODE" not in os.environ:
+        os.environ["WANDB_MODE"] = "offline"  # never try to log in unless asked
     try:
-        return _run(command, args)
+        return handler(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-
-
-def _run(command: str, args: argparse.Namespace) -> int:
-    from leads.config import load_config
-
-    if getattr(args, "wandb", None) is None and "WANDB_MODE" not in os.environ:
-        os.environ["WANDB_MODE"] = "offline"  # never try to log in unless asked
-    cfg = load_config(args.env, args.profile, _overrides(args))
-    handler: dict[str, Any] = {"train": _train, "generate": _generate}
-    if command not in handler:
-        raise UserError(f"'{command}' is not available yet")
-    return handler[command](cfg, args)
-
-
-def _train(cfg: dict[str, Any], args: argparse.Namespace) -> int:
-    from leads.experiment import run_experiment
-
-    run_experiment(cfg, resume=args.resume, progress=not args.no_progress)
-    return 0
-
-
-def _generate(cfg: dict[str, Any], args: argparse.Namespace) -> int:
-    from datasets import describe_split, ensure_dataset
-    from leads.train import system_of
-
-    paths = ensure_dataset(system_of(cfg), cfg["data"])
-    for path in paths.values():
-        print(describe_split(path))
-    return 0

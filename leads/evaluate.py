@@ -1,4 +1,4 @@
-"""Scoring a forecaster on stored trajectories.
+"""Scoring a forecaster on stored trajectories, and loading a checkpoint to score.
 
 Test trajectories run to twice the training horizon; errors inside the training horizon and
 beyond it (time extrapolation) are reported separately, both excluding the given state.
@@ -7,12 +7,23 @@ beyond it (time extrapolation) are reported separately, both excluding the given
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from envs.errors import UserError
 from leads.metrics import mean_std, mse, relative_l2, relative_l2_per_step
 from leads.module import Forecaster
+
+# Every per-trajectory metric of Scores, as stored in results rows.
+METRICS = {
+    "rel_l2": "relative L2 over (0, T]",
+    "rel_l2_extrap": "relative L2 over (T, 2T] (time extrapolation)",
+    "rel_l2_full": "relative L2 over (0, 2T], the whole test trajectory (GEPS' convention)",
+    "mse": "MSE over (0, T]",
+    "mse_t0": "MSE over [0, T] including t=0 (LEADS' convention)",
+}
 
 
 @dataclass
@@ -23,6 +34,8 @@ class Scores:
     rel_l2: np.ndarray       # (N,) over (0, T]
     mse: np.ndarray          # (N,) over (0, T]
     rel_l2_extrap: np.ndarray  # (N,) over (T, 2T]; NaN when the data stop at T
+    rel_l2_full: np.ndarray  # (N,) over (0, t_end]
+    mse_t0: np.ndarray       # (N,) over [0, T], t=0 included
     per_step: np.ndarray     # (N, n_t - 1) relative L2 at each time t > 0
     t: np.ndarray
 
@@ -69,8 +82,10 @@ def score(module: Forecaster, states: torch.Tensor, t: np.ndarray, train_horizon
         extrap = relative_l2(pred[:, n_in - 1:], flat[:, n_in - 1:]).numpy()
     else:
         extrap = np.full(len(flat), np.nan)
+    with_t0 = ((in_p - in_y).double() ** 2).flatten(1).mean(1)
     return Scores(env=env.numpy(), rel_l2=relative_l2(in_p, in_y).numpy(), mse=mse(in_p, in_y).numpy(),
-                  rel_l2_extrap=extrap, per_step=relative_l2_per_step(pred, flat).numpy(), t=np.asarray(t))
+                  rel_l2_extrap=extrap, rel_l2_full=relative_l2(pred, flat).numpy(), mse_t0=with_t0.numpy(),
+                  per_step=relative_l2_per_step(pred, flat).numpy(), t=np.asarray(t))
 
 
 def rollout_examples(module: Forecaster, states: torch.Tensor, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -78,3 +93,22 @@ def rollout_examples(module: Forecaster, states: torch.Tensor, t: np.ndarray) ->
     first = states[:, 0]
     pred = predict(module, first, torch.as_tensor(t, dtype=first.dtype), torch.arange(len(first)))
     return pred.numpy(), first.numpy()
+
+
+def load_checkpoint(path: str | Path, system: str | None = None) -> Forecaster:
+    """A trained forecaster from a checkpoint written by training (on CPU); ``system`` checks it is
+    a model of that system."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist; pass a .ckpt written by training, "
+                        "e.g. runs/<system>/<run>/checkpoints/best.ckpt")
+    try:
+        module = Forecaster.load_from_checkpoint(str(path), map_location="cpu")
+    except Exception as e:  # a foreign or damaged file: whatever torch or Lightning raised
+        raise UserError(f"{path} is not a checkpoint of this project ({type(e).__name__}); pass a .ckpt "
+                        "written by training, e.g. runs/<system>/<run>/checkpoints/best.ckpt") from None
+    got = module.cfg.get("system_name")
+    if system is not None and got != system:
+        raise UserError(f"checkpoint {path} holds a {got} model, not {system}; pass --env {got} "
+                        f"or a {system} checkpoint")
+    return module

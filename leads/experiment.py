@@ -1,127 +1,245 @@
-"""The main job: train, evaluate in-domain, adapt to held-out environments, report."""
+"""The main job and checkpoint evaluation: in-domain scores, adaptation to every held-out set,
+optional few-shot curve and context probe, figures, result rows, W&B, a printed summary."""
 
 from __future__ import annotations
 
 import json
 import os
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from datasets import ensure_split, load_split
-from leads import plots
-from leads.adapt import adapt_to_new_environments
-from leads.evaluate import Scores, rollout_examples, score
+from datasets import Trajectories, ensure_split, load_split
+from envs.errors import UserError
+from leads import leaderboard, plots
+from leads.config import apply_override
+from leads.evaluate import Scores, load_checkpoint, rollout_examples, score
+from leads.fewshot import few_shot_curve, few_shot_figure
+from leads.heldout import SetResult, evaluate_heldout, heldout_sets
+from leads.loggers import make_logger
 from leads.module import Forecaster
-from leads.train import TrainedRun, env_label, system_of, train
+from leads.probe import Probe, fit_probe, probe_figure, probe_rows
+from leads.results import append_rows, envs_key, git_commit, now, read_rows, results_path, score_rows, study_hash
+from leads.train import env_label, system_of, train
+
+# What `evaluate` may change in a checkpoint's config: how to adapt and score, not what was trained.
+EVAL_OVERRIDABLE = ("adapt", "data", "results_dir", "runs_dir", "device", "logger", "wandb")
 
 
-def evaluate_in_domain(module: Forecaster, cfg: dict[str, Any]) -> tuple[Scores, Any]:
+@dataclass
+class Evaluation:
+    in_domain: Scores
+    test: Trajectories
+    heldout: dict[str, SetResult]
+    few_shot: dict[str, dict[int, SetResult]]
+    probe: Probe | None
+
+
+def resolve_device(cfg: dict[str, Any]) -> torch.device:
+    device = cfg["device"]
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device("cuda" if device == "gpu" else device)
+
+
+def evaluate_in_domain(module: Forecaster, cfg: dict[str, Any]) -> tuple[Scores, Trajectories]:
     system = system_of(cfg)
     data = load_split(ensure_split(system, cfg["data"], "test"))
     return score(module, data.states, data.t, system.horizon), data
 
 
-def evaluate_heldout(module: Forecaster, cfg: dict[str, Any], set_name: str,
-                     shots: int | None = None) -> dict[str, Any]:
-    """Adapt on ``adapt_<set>`` (stopping on ``val_<set>``), then score on ``test_<set>``."""
-    system = system_of(cfg)
-    envs = system.heldout[set_name]
-    adapt = load_split(ensure_split(system, cfg["data"], f"adapt_{set_name}"))
-    val = load_split(ensure_split(system, cfg["data"], f"val_{set_name}"))
-    test = load_split(ensure_split(system, cfg["data"], f"test_{set_name}"))
-    adapted = adapt_to_new_environments(module, adapt.states, val.states,
-                                        torch.as_tensor(adapt.t, dtype=adapt.states.dtype),
-                                        [env_label(e) for e in envs], cfg["adapt"], shots)
-    scores = score(adapted.module, test.states, test.t, system.horizon)
-    return {"scores": scores, "adapted": adapted, "test": test}
-
-
-def run_experiment(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    run = train(cfg, resume=resume, progress=progress)
-    system = system_of(cfg)
-    module = run.module
+def evaluate_model(module: Forecaster, cfg: dict[str, Any], few_shot: bool = False) -> Evaluation:
+    """Score ``module`` in-domain, adapt it to each set of ``cfg["adapt"]["sets"]`` and score it
+    there; with ``few_shot``, also for each k of the few-shot curve."""
+    sets = heldout_sets(cfg)
+    module = module.to(resolve_device(cfg))
     in_domain, test = evaluate_in_domain(module, cfg)
-    results: dict[str, Any] = {"in_domain": in_domain}
-    for set_name in cfg["adapt"]["sets"]:
-        if set_name in system.heldout:
-            results[set_name] = evaluate_heldout(module, cfg, set_name)
+    heldout = {name: evaluate_heldout(module, cfg, name, envs) for name, envs in sets.items()}
+    curve = few_shot_curve(module, cfg, sets, heldout) if few_shot else {}
+    probe = fit_probe(system_of(cfg), module, {n: (r.envs, r.adapted.module) for n, r in heldout.items()})
+    return Evaluation(in_domain, test, heldout, curve, probe)
 
-    figures = _figures(run, cfg, module, test, results)
-    summary = _summary(run, cfg, results)
-    _log_wandb(run, summary, figures)
-    tmp = run.run_dir / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1))
-    os.replace(tmp, run.run_dir / "summary.json")
+
+# ------------------------------------------------------------------------------ entry points
+def run_experiment(cfg: dict[str, Any], resume: bool = False, progress: bool = True,
+                   few_shot: bool = False) -> dict[str, Any]:
+    """Train ``cfg``, evaluate the best checkpoint, append its rows to ``results.jsonl``."""
+    heldout_sets(cfg)  # a bad held-out set fails now, not after training
+    run = train(cfg, resume=resume, progress=progress)
+    if not run.is_global_zero:  # under DDP, rank 0 alone evaluates and writes rows
+        return {"run": run, "summary": None, "evaluation": None, "figures": {}, "rows": []}
+    ev = evaluate_model(run.module, cfg, few_shot)
+    info = _run_info(cfg, run.module, run.run_id, run.train_seconds, run.best_ckpt)
+    rows = evaluation_rows(cfg, info, ev)
+    append_rows(results_path(cfg), rows)
+    figures = _figures(run.run_dir / "figures", cfg, run.module, ev)
+    summary = _summary(info, str(run.run_dir), ev)
+    _atomic_json(run.run_dir / "summary.json", summary)
+    exp = _wandb_experiment(run.logger)
+    if exp is not None:
+        _log_wandb(exp, cfg, summary, figures, ev)
     print(format_summary(summary))
-    return {"run": run, "summary": summary, "results": results, "figures": figures}
+    return {"run": run, "summary": summary, "evaluation": ev, "figures": figures, "rows": rows}
 
 
-def _figures(run: TrainedRun, cfg: dict[str, Any], module: Forecaster, test: Any,
-             results: dict[str, Any]) -> dict[str, Path]:
+def evaluate_checkpoint(ckpt: str | Path, system: str, overrides: Sequence[str] = (), heldout: Sequence[str] = (),
+                        shots: int | None = None, few_shot: bool = False) -> dict[str, Any]:
+    """Score a checkpoint in-domain and on every held-out set (its config's ``adapt.sets`` plus
+    ``heldout``), append the rows to ``results.jsonl`` and print a table."""
+    module = load_checkpoint(ckpt, system)
+    cfg = module.cfg
+    for text in overrides:
+        if text.split("=", 1)[0].split(".")[0].strip() not in EVAL_OVERRIDABLE:
+            raise UserError(f"--set {text}: evaluate can only change {', '.join(EVAL_OVERRIDABLE)}; "
+                            "the rest is fixed by the checkpoint")
+        cfg = apply_override(cfg, text)
+    cfg["adapt"]["sets"] = list(cfg["adapt"]["sets"]) + list(heldout)
+    if shots is not None:
+        cfg["adapt"]["shots"] = shots
+    module.cfg = cfg
+    ckpt = Path(ckpt)
+    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    run_id = run_dir.name if ckpt.parent.name == "checkpoints" else ckpt.stem
+    state = run_dir / "state.json"
+    train_seconds = json.loads(state.read_text()).get("train_seconds", np.nan) if state.exists() else np.nan
+    ev = evaluate_model(module, cfg, few_shot)
+    info = _run_info(cfg, module, run_id, train_seconds, ckpt)
+    rows = evaluation_rows(cfg, info, ev)
+    append_rows(results_path(cfg), rows)
+    out_dir = results_path(cfg).parent / "figures" / run_id
+    figures = _figures(out_dir, cfg, module, ev)
+    summary = _summary(info, str(run_dir), ev)
+    exp = None
+    if cfg["logger"] == "wandb":
+        exp = _wandb_experiment(make_logger(cfg, results_path(cfg).parent, f"{run_id}-eval-{info['eval_id']}"))
+    if exp is not None:
+        _log_wandb(exp, cfg, summary, figures, ev)
+    print(format_summary(summary))
+    return {"summary": summary, "evaluation": ev, "figures": figures, "rows": rows}
+
+
+# ------------------------------------------------------------------------------ rows
+def _run_info(cfg: dict[str, Any], module: Forecaster, run_id: str, train_seconds: float,
+              ckpt: Path) -> dict[str, Any]:
     system = system_of(cfg)
-    fig_dir = run.run_dir / "figures"
-    out = {}
-    pred, true = rollout_examples(module, test.states, test.t)
-    out["rollouts_in_domain"] = plots.save(
-        plots.rollout_figure(pred, true, test.t, module.env_names, list(system.state_names)),
-        fig_dir / "rollouts_in_domain.png")
-    curves = {"in-domain": results["in_domain"].per_step.mean(0)}
-    for set_name, r in results.items():
-        if set_name == "in_domain":
+    return {"run_id": run_id, "eval_id": uuid.uuid4().hex[:12], "time": now(), "system": cfg["system_name"],
+            "method": cfg["method"], "seed": cfg["seed"], "profile": cfg["profile"],
+            "train_seconds": float(train_seconds),
+            "n_trained_params": sum(p.numel() for p in module.model.parameters()),
+            "git_commit": git_commit(), "config_hash": study_hash(cfg), "ckpt": str(ckpt),
+            "train_envs_key": envs_key(system, system.train_envs), "dt": system.dt, "horizon": system.horizon}
+
+
+def evaluation_rows(cfg: dict[str, Any], info: dict[str, Any], ev: Evaluation) -> list[dict[str, Any]]:
+    """Every number of ``ev`` as results rows (see :mod:`leads.results`)."""
+    system = system_of(cfg)
+    base = {**info, "kind": "in_domain", "shots": None, "set_envs_key": info["train_envs_key"],
+            "adapt_steps": None, "adapt_best_step": None, "adapt_seconds": None, "n_adapted_params": None}
+    rows = score_rows(base, "in_domain", ev.in_domain, [env_label(e) for e in system.train_envs])
+    results = list(ev.heldout.values()) + [r for by_k in ev.few_shot.values() for r in by_k.values()]
+    seen: set[int] = set()
+    for r in results:
+        if id(r) in seen:  # the few-shot curve reuses the main results
             continue
-        adapted = r["adapted"].module
-        pred, true = rollout_examples(adapted, r["test"].states, r["test"].t)
-        out[f"rollouts_{set_name}"] = plots.save(
-            plots.rollout_figure(pred, true, r["test"].t, adapted.env_names, list(system.state_names)),
-            fig_dir / f"rollouts_{set_name}.png")
-        curves[f"{set_name} (adapted)"] = r["scores"].per_step.mean(0)
-    out["error_vs_time"] = plots.save(
-        plots.error_curve_figure(test.t, curves, system.horizon), fig_dir / "error_vs_time.png")
+        seen.add(id(r))
+        a = r.adapted
+        held = {**base, "kind": "heldout", "shots": a.shots, "set_envs_key": envs_key(system, r.envs),
+                "adapt_steps": a.steps, "adapt_best_step": a.best_step, "adapt_seconds": a.seconds,
+                "n_adapted_params": a.n_adapted_params}
+        rows += score_rows(held, r.name, r.scores, [env_label(e) for e in r.envs])
+    if ev.probe is not None:
+        rows += probe_rows({**base, "kind": "probe"}, ev.probe)
+    return rows
+
+
+# ------------------------------------------------------------------------------ reporting
+def _figures(fig_dir: Path, cfg: dict[str, Any], module: Forecaster, ev: Evaluation) -> dict[str, Path]:
+    system = system_of(cfg)
+    states = list(system.state_names)
+    out = {}
+    pred, true = rollout_examples(module, ev.test.states, ev.test.t)
+    out["rollouts_in_domain"] = plots.save(plots.rollout_figure(pred, true, ev.test.t, module.env_names, states),
+                                           fig_dir / "rollouts_in_domain.png")
+    curves = {"in-domain": ev.in_domain.per_step.mean(0)}
+    for name, r in ev.heldout.items():
+        adapted = r.adapted.module
+        pred, true = rollout_examples(adapted, r.test.states, r.test.t)
+        out[f"rollouts_{name}"] = plots.save(plots.rollout_figure(pred, true, r.test.t, adapted.env_names, states),
+                                             fig_dir / f"rollouts_{name}.png")
+        curves[f"{name} (adapted)"] = r.scores.per_step.mean(0)
+    out["error_vs_time"] = plots.save(plots.error_curve_figure(ev.test.t, curves, system.horizon),
+                                      fig_dir / "error_vs_time.png")
+    title = f"{cfg['system_name']} · {cfg['method']} · seed {cfg['seed']}"
+    if ev.few_shot:
+        out["few_shot"] = plots.save(few_shot_figure(ev.few_shot, title), fig_dir / "few_shot.png")
+    if ev.probe is not None:
+        out["context_probe"] = plots.save(probe_figure(ev.probe, title), fig_dir / "context_probe.png")
     return out
 
 
-def _summary(run: TrainedRun, cfg: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
-    rows: dict[str, Any] = {"run_id": run.run_id, "run_dir": str(run.run_dir), "system": cfg["system_name"],
-                            "method": cfg["method"], "seed": cfg["seed"], "train_seconds": run.train_seconds,
-                            "best_ckpt": str(run.best_ckpt), "splits": {}}
-    for name, r in results.items():
-        s = r if isinstance(r, Scores) else r["scores"]
-        entry = {"rel_l2": s.summary("rel_l2"), "mse": s.summary("mse"),
-                 "rel_l2_extrap": s.summary("rel_l2_extrap"), "n_traj": int(len(s.env))}
-        if not isinstance(r, Scores):
-            a = r["adapted"]
-            entry.update(adapt_steps=a.steps, adapt_seconds=a.seconds, adapted_params_per_env=a.n_adapted_params)
-        rows["splits"][name] = entry
-    return rows
+def _summary(info: dict[str, Any], run_dir: str, ev: Evaluation) -> dict[str, Any]:
+    out: dict[str, Any] = {k: info[k] for k in ("run_id", "eval_id", "system", "method", "seed", "train_seconds")}
+    out.update(run_dir=run_dir, best_ckpt=info["ckpt"], splits={})
+    named: list[tuple[str, Scores, Any]] = [("in_domain", ev.in_domain, None)]
+    named += [(n, r.scores, r.adapted) for n, r in ev.heldout.items()]
+    for name, s, a in named:
+        entry = {m: s.summary(m) for m in ("rel_l2", "mse", "rel_l2_extrap", "rel_l2_full")}
+        entry["n_traj"] = int(len(s.env))
+        if a is not None:
+            entry.update(adapt_steps=a.steps, adapt_seconds=a.seconds, adapted_params_per_env=a.n_adapted_params,
+                         shots=a.shots)
+        out["splits"][name] = entry
+    out["few_shot"] = {n: {k: r.scores.summary("rel_l2") for k, r in by_k.items()} for n, by_k in ev.few_shot.items()}
+    if ev.probe is not None:
+        out["probe_r2"] = ev.probe.r2
+    return out
 
 
 def format_summary(summary: dict[str, Any]) -> str:
     head = f"{summary['system']} · {summary['method']} · seed {summary['seed']} · " \
            f"trained {summary['train_seconds']:.0f}s · {summary['run_dir']}"
-    lines = [head, f"{'split':<12}{'rel L2 (0,T]':>22}{'rel L2 (T,2T]':>22}{'MSE (0,T]':>22}{'adapt':>14}"]
+    lines = [head, f"{'split':<16}{'rel L2 (0,T]':>22}{'rel L2 (T,2T]':>22}{'MSE (0,T]':>22}{'adapt':>16}"]
+
+    def fmt(ms: tuple[float, float]) -> str:
+        return "—" if np.isnan(ms[0]) else f"{ms[0]:.2e} ± {ms[1]:.1e}"
+
     for name, e in summary["splits"].items():
-        def fmt(ms: tuple[float, float]) -> str:
-            return "—" if np.isnan(ms[0]) else f"{ms[0]:.2e} ± {ms[1]:.1e}"
         adapt = f"{e['adapt_steps']} st {e['adapt_seconds']:.1f}s" if "adapt_steps" in e else "—"
-        lines.append(f"{name:<12}{fmt(e['rel_l2']):>22}{fmt(e['rel_l2_extrap']):>22}{fmt(e['mse']):>22}{adapt:>14}")
+        lines.append(f"{name:<16}{fmt(e['rel_l2']):>22}{fmt(e['rel_l2_extrap']):>22}{fmt(e['mse']):>22}{adapt:>16}")
+    for name, by_k in summary.get("few_shot", {}).items():
+        lines.append(f"few-shot {name}: " + ", ".join(f"k={k} {fmt(v)}" for k, v in sorted(by_k.items())))
+    for name, r2 in summary.get("probe_r2", {}).items():
+        lines.append(f"context probe R² on {name}: " + ", ".join(f"{p} {v:.2f}" for p, v in r2.items()))
     return "\n".join(lines)
 
 
-def _log_wandb(run: TrainedRun, summary: dict[str, Any], figures: dict[str, Path]) -> None:
+def _atomic_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def _wandb_experiment(logger: Any) -> Any:
     from pytorch_lightning.loggers import WandbLogger
 
-    if not isinstance(run.logger, WandbLogger):
-        return
+    return logger.experiment if isinstance(logger, WandbLogger) else None
+
+
+def _log_wandb(exp: Any, cfg: dict[str, Any], summary: dict[str, Any], figures: dict[str, Path],
+               ev: Evaluation) -> None:
     import wandb
 
-    exp = run.logger.experiment
-    flat = {}
-    for split, e in summary["splits"].items():
-        for key in ("rel_l2", "mse", "rel_l2_extrap"):
-            flat[f"test/{split}/{key}"] = e[key][0]
-    exp.log({**flat, **{f"figures/{k}": wandb.Image(str(p)) for k, p in figures.items()}})
+    flat = {f"test/{split}/{key}": e[key][0] for split, e in summary["splits"].items()
+            for key in ("rel_l2", "mse", "rel_l2_extrap", "rel_l2_full")}
+    flat.update({f"few_shot/{n}/k{k}": v[0] for n, by_k in summary["few_shot"].items() for k, v in by_k.items()})
+    flat.update({f"probe_r2/{s}/{p}": v for s, r2 in summary.get("probe_r2", {}).items() for p, v in r2.items()})
+    lb = leaderboard.build(read_rows(results_path(cfg)), cfg["system_name"], cfg["profile"], cfg["adapt"]["shots"])
+    exp.log({**flat, **{f"figures/{k}": wandb.Image(str(p)) for k, p in figures.items()},
+             "leaderboard": leaderboard.wandb_table(lb)})
     exp.summary.update(flat)
     exp.finish()

@@ -34,9 +34,10 @@ def wandb_mode(cfg: dict[str, Any]) -> str:
 def _wandb_reachable(timeout: float = 3.0) -> bool:
     if not (os.environ.get("WANDB_API_KEY") or Path.home().joinpath(".netrc").exists()):
         return False
-    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0]
+    url = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+    host, _, port = url.split("://")[-1].split("/")[0].partition(":")
     try:
-        socket.create_connection((host.split(":")[0], 443), timeout=timeout).close()
+        socket.create_connection((host, int(port or 443)), timeout=timeout).close()
         return True
     except OSError:
         return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,12 @@ from leads.module import Forecaster
 
 ACCELERATORS = ("auto", "cpu", "cuda", "gpu", "mps")
 
+# Lightning notices that do not apply here: tiny epochs are by design (balanced windows), and
+# the sampler reshuffles per epoch from the data seed, so a mid-epoch resume is reproducible.
+for _pattern in (".*LeafSpec.*", ".*smaller than the logging interval.*", ".*dataloader is not resumable.*",
+                 ".*does not have many workers.*"):
+    warnings.filterwarnings("ignore", message=_pattern)
+
 
 @dataclass
 class TrainedRun:
@@ -31,6 +38,7 @@ class TrainedRun:
     module: Forecaster
     train_seconds: float
     logger: Any
+    is_global_zero: bool = True  # under DDP only rank 0 evaluates and writes results
 
 
 def system_of(cfg: dict[str, Any]) -> System:
@@ -128,10 +136,11 @@ def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> T
     seconds = previous + time.perf_counter() - start
     best_path = Path(checkpoint.best_model_path or last)
     best = Forecaster.load_from_checkpoint(str(best_path), map_location="cpu")
-    _write_state(run_dir, {"train_seconds": seconds, "best_ckpt": str(best_path),
-                           "best_val_rel_l2": float(checkpoint.best_model_score or float("nan")),
-                           "global_step": trainer.global_step})
-    return TrainedRun(run_dir, run_id, best_path, best, seconds, logger)
+    if trainer.is_global_zero:
+        _write_state(run_dir, {"train_seconds": seconds, "best_ckpt": str(best_path),
+                               "best_val_rel_l2": float(checkpoint.best_model_score or float("nan")),
+                               "global_step": trainer.global_step})
+    return TrainedRun(run_dir, run_id, best_path, best, seconds, logger, trainer.is_global_zero)
 
 
 def _read_state(run_dir: Path) -> dict[str, Any]:

@@ -87,7 +87,7 @@ def test_wandb_offline_run_can_be_read_back(tmp_path, monkeypatch):
     got = logged(run_dir)
     history = got["history"]
     for key in ("train/loss", "train/mse", "val/rel_l2", "test/in_domain/rel_l2", "test/interp/rel_l2",
-                "figures/rollouts_in_domain", "figures/error_vs_time"):
+                "figures/rollouts_in_domain", "figures/error_vs_time", "leaderboard"):
         assert any(k == key or k.startswith(key) for k in history), (key, sorted(history))
     assert any(k.startswith("val_env/") for k in history)
     assert got["config"].get("method") == "lowrank"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
 BLOCK = 32768
@@ -55,7 +56,7 @@ def logged(run_dir: Path) -> dict:
     history: set[str] = set()
     summary: dict = {}
     config: dict = {}
-    for rec in read_records(files[-1]):
+    for rec in _finished_records(files[-1]):
         kind = rec.WhichOneof("record_type")
         if kind == "history":
             history |= {item.nested_key[0] if item.nested_key else item.key for item in rec.history.item}
@@ -70,3 +71,14 @@ def logged(run_dir: Path) -> dict:
                 key = "/".join(item.nested_key) if item.nested_key else item.key
                 config[key] = json.loads(item.value_json)
     return {"history": history, "summary": summary, "config": config}
+
+
+def _finished_records(path: Path, timeout: float = 30.0) -> list:
+    """The records of a run file once its ``exit`` record is there: ``run.finish()`` can return
+    before the wandb service has flushed the file (seen: only the 7-byte header right after)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = read_records(path)
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)

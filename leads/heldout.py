@@ -1,0 +1,163 @@
+"""Held-out environment sets: which environments to adapt to, and adapting + scoring on one set.
+
+A set is named by a string, with one grammar for ``--heldout`` on the command line and for the
+entries of ``adapt.sets`` in a config:
+
+- ``interp``: a set the system defines (``system.heldout``);
+- ``F=0.045,k=0.064``: one environment; ``;`` separates several; parameters the system has
+  defaults for (``param_defaults``) may be left out;
+- ``hot:F=0.045,k=0.064;F=0.05,k=0.06``: the same, naming the set (otherwise it is named
+  ``custom-<hash of its environments>``, so different sets never share cached files);
+- ``sets.yaml``: a YAML file mapping set names to environment lists.
+
+In YAML an entry of ``adapt.sets`` may also be a mapping ``{name: [{F: 0.045, k: 0.064}]}``.
+Custom sets are generated and cached like named ones (``adapt_<name>``, ``val_<name>``,
+``test_<name>``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from datasets import Trajectories, ensure_split, load_split
+from datasets.splits import check_set_name
+from envs import Env, System
+from envs.errors import UserError
+from leads.adapt import Adapted, adapt_to_new_environments
+from leads.evaluate import Scores, score
+from leads.module import Forecaster
+from leads.results import envs_key
+from leads.train import env_label, system_of
+
+
+def _number(text: str, where: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError(f"{where}: '{text}' is not a number") from None
+    if not math.isfinite(value):
+        raise UserError(f"{where}: parameter values must be finite numbers, got '{text}'")
+    return value
+
+
+def parse_env(system: System, text: str, where: str) -> Env:
+    """``"F=0.045,k=0.064"`` -> a complete, range-checked environment of ``system``."""
+    env: Env = {}
+    for item in text.split(","):
+        key, sep, value = (s.strip() for s in item.partition("="))
+        if not sep or not key:
+            raise UserError(f"{where}: '{item.strip()}' must look like name=value (e.g. "
+                            f"{system.param_names[0]}=0.5); separate parameters with ',' and environments with ';'")
+        if key not in system.param_names:
+            raise UserError(f"{where}: unknown parameter '{key}' for {system.name}; "
+                            f"its parameters are {', '.join(system.param_names)}")
+        if key in env:
+            raise UserError(f"{where}: parameter '{key}' is given twice")
+        env[key] = _number(value, where)
+    try:
+        system.check_env(env)
+    except UserError as e:
+        raise UserError(f"{where}: {e}") from None
+    return system.complete_env(env)
+
+
+def _parse_envs(system: System, value: Any, where: str) -> list[Env]:
+    if isinstance(value, str):
+        envs = [parse_env(system, part, where) for part in value.split(";") if part.strip()]
+    elif isinstance(value, list) and all(isinstance(e, Mapping) for e in value):
+        envs = [parse_env(system, ",".join(f"{k}={v}" for k, v in e.items()), where) for e in value]
+    else:
+        raise UserError(f"{where}: give environments as 'p=v,...;p=v,...' or a list of mappings")
+    if not envs:
+        raise UserError(f"{where}: no environment given")
+    return envs
+
+
+def _from_yaml(system: System, path: Path) -> dict[str, list[Env]]:
+    from leads.config import load_yaml
+
+    if not path.is_file():
+        raise UserError(f"held-out set file {path} does not exist")
+    return {str(name): _parse_envs(system, envs, f"{path}, set '{name}'") for name, envs in load_yaml(path).items()}
+
+
+def parse_sets(system: System, entry: Any) -> dict[str, list[Env]]:
+    """One ``--heldout`` / ``adapt.sets`` entry -> ``{set name: environments}``."""
+    if isinstance(entry, Mapping):
+        return {str(k): _parse_envs(system, v, f"held-out set '{k}'") for k, v in entry.items()}
+    if not isinstance(entry, str) or not entry.strip():
+        raise UserError(f"held-out set {entry!r} must be a set name, 'p=v,...' environments or a YAML file")
+    text = entry.strip()
+    if text.endswith((".yaml", ".yml")):
+        return _from_yaml(system, Path(text))
+    if "=" not in text:
+        if text in system.param_names:
+            raise UserError(f"held-out set '{text}': give the parameter a value, e.g. {text}=0.5")
+        if text not in system.heldout:
+            raise UserError(f"unknown held-out set '{text}' for {system.name} (known: "
+                            f"{', '.join(system.heldout) or 'none'}); or give environments, e.g. "
+                            f"--heldout '{system.param_names[0]}=0.5'")
+        return {text: system.heldout[text]}
+    name, sep, spec = text.partition(":")
+    if not sep:
+        name, spec = "", text
+    envs = _parse_envs(system, spec, f"held-out set '{text}'")
+    return {name.strip() or f"custom-{envs_key(system, envs)}": envs}
+
+
+def resolve_sets(system: System, entries: list[Any]) -> dict[str, list[Env]]:
+    """All held-out sets of ``entries``, in order, checked for clashing names."""
+    out: dict[str, list[Env]] = {}
+    for entry in entries:
+        for name, envs in parse_sets(system, entry).items():
+            check_set_name(name)
+            clash = out.get(name, system.heldout.get(name))
+            if clash is not None and envs_key(system, clash) != envs_key(system, envs):
+                raise UserError(f"held-out set '{name}' is given with two different environment lists; "
+                                "name the custom set differently")
+            out[name] = envs
+    return out
+
+
+def heldout_sets(cfg: dict[str, Any]) -> dict[str, list[Env]]:
+    return resolve_sets(system_of(cfg), list(cfg["adapt"]["sets"]))
+
+
+@dataclass
+class SetResult:
+    """Adaptation to one held-out set and its scores on that set's test trajectories."""
+
+    name: str
+    envs: list[Env]
+    scores: Scores
+    adapted: Adapted
+    test: Trajectories | None  # kept for figures; None where not needed
+
+
+def _load(system: System, cfg: dict[str, Any], split: str, name: str, envs: list[Env]) -> Trajectories:
+    named = name in system.heldout
+    return load_split(ensure_split(system, cfg["data"], split, None if named else envs))
+
+
+def evaluate_heldout(module: Forecaster, cfg: dict[str, Any], name: str, envs: list[Env] | None = None,
+                     shots: int | None = None, keep_test: bool = True) -> SetResult:
+    """Adapt on ``adapt_<name>`` (stopping on ``val_<name>``), then score on ``test_<name>``.
+
+    The test file is read only once adaptation is final."""
+    system = system_of(cfg)
+    envs = system.heldout[name] if envs is None else envs
+    adapt = _load(system, cfg, f"adapt_{name}", name, envs)
+    val = _load(system, cfg, f"val_{name}", name, envs)
+    t = torch.as_tensor(adapt.t, dtype=adapt.states.dtype)
+    adapted = adapt_to_new_environments(module, adapt.states, val.states, t, [env_label(e) for e in envs],
+                                        cfg["adapt"], shots)
+    del adapt, val
+    test = _load(system, cfg, f"test_{name}", name, envs)
+    scores = score(adapted.module, test.states, test.t, system.horizon)
+    return SetResult(name, envs, scores, adapted, test if keep_test else None)

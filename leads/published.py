@@ -1,0 +1,93 @@
+"""Published numbers of LEADS, CoDA and GEPS (from /work/shared/PROTOCOLS.md), with their protocols.
+
+A leaderboard shows an entry only beside rows that followed the same protocol: profile
+``paper`` of the same system, the same training environments, observation step and horizon,
+the same number of adaptation trajectories and (for numbers on new environments) a held-out
+set with exactly the published adaptation environments. Each entry names the metric of ours
+that computes the same quantity, so the comparison is like for like.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from envs import Env, get_system
+from leads.results import envs_key
+
+Number = tuple[float, float | None]  # mean, std (None where not published)
+
+
+def _grid(a: str, xs: tuple[float, ...], b: str, ys: tuple[float, ...]) -> tuple[Env, ...]:
+    return tuple({a: x, b: y} for x in xs for y in ys)
+
+
+@dataclass(frozen=True)
+class Published:
+    system: str
+    protocol: str                     # short label of the protocol
+    source: str                       # where the numbers come from
+    train_envs: tuple[Env, ...]
+    heldout_envs: tuple[Env, ...] | None  # the published adaptation environments; None: in-domain only
+    dt: float
+    horizon: float                    # training horizon T
+    metric: str                       # our metric that computes the published quantity
+    scale: float                      # published numbers are in units of this
+    numbers: dict[str, tuple[Number | None, Number | None]]  # method -> (in-domain, new environments)
+    shots: int | None = 1             # adaptation trajectories per new environment
+    note: str = ""
+    profile: str = field(default="paper")
+
+    def train_key(self) -> str:
+        return envs_key(get_system(self.system), list(self.train_envs))
+
+    def heldout_key(self) -> str | None:
+        return None if self.heldout_envs is None else envs_key(get_system(self.system), list(self.heldout_envs))
+
+
+_PENDULUM_KEYS = ("alpha", "omega0", "omega_f", "F")
+
+PUBLISHED: list[Published] = [
+    Published(
+        system="gray_scott", protocol="GEPS", source="Kassaï Koupaï et al., GEPS, NeurIPS 2024, Table 2",
+        train_envs=_grid("F", (0.030, 0.039), "k", (0.058, 0.062)),
+        heldout_envs=_grid("F", (0.033, 0.042), "k", (0.057, 0.060)),
+        dt=10.0, horizon=200.0, metric="rel_l2_full", scale=1e-2,
+        numbers={"GEPS": ((2.22, 0.18), (1.86, 2.11)), "CoDA": ((3.19, 0.07), (2.89, 4.03)),
+                 "LEADS": ((3.11, 0.25), (3.81, 0.77)), "CAVIA": ((1.63, 3.82), (23.1, 6.86)),
+                 "FOCA": ((1.71, 5.10), (14.5, 3.34)), "APHYNITY": ((0.14, None), (0.20, None)),
+                 "GEPS-Phy": ((0.67, None), (0.83, None))},
+        note="relative L2 over the whole test trajectory [0, 2T]; paper: 1 training trajectory per env, code: 256",
+    ),
+    Published(
+        system="pendulum", protocol="GEPS", source="Kassaï Koupaï et al., GEPS, NeurIPS 2024",
+        train_envs=tuple(dict(zip(_PENDULUM_KEYS, r)) for r in
+                         ((0.2, 0.5, 0.0, 0.0), (0.5, 0.5, 0.0, 0.0), (0.0, 0.7, 0.75, 0.2), (0.0, 0.5, 1.0, 0.1))),
+        heldout_envs=tuple(dict(zip(_PENDULUM_KEYS, r)) for r in
+                           ((0.5, 1.0, 0.3, 0.2), (0.5, 0.75, 0.7, 0.1), (0.1, 1.0, 1.0, 0.15), (0.1, 0.5, 0.5, 0.05))),
+        dt=0.5, horizon=25.0, metric="rel_l2_full", scale=1e-2,
+        numbers={"GEPS": ((20.8, None), (50.8, None)), "CoDA": ((21.7, None), (66.2, None)),
+                 "LEADS": ((20.8, None), (51.1, None)), "GEPS-Phy": ((8.04, None), (46.0, None))},
+        note="relative L2 over the test trajectory on [0, 50] = [0, 2T]",
+    ),
+    Published(
+        system="lotka_volterra", protocol="LEADS", source="Yin et al., LEADS, NeurIPS 2021 (README of the code)",
+        train_envs=_grid("alpha", (0.5,), "gamma", (0.5,)) + (
+            {"alpha": 0.25, "gamma": 0.5}, {"alpha": 0.75, "gamma": 0.5}, {"alpha": 1.0, "gamma": 0.5},
+            {"alpha": 0.5, "gamma": 0.25}, {"alpha": 0.5, "gamma": 0.75}, {"alpha": 0.5, "gamma": 1.0},
+            {"alpha": 0.25, "gamma": 0.25}, {"alpha": 0.75, "gamma": 0.75}, {"alpha": 1.0, "gamma": 1.0}),
+        heldout_envs=None, dt=0.5, horizon=9.5, metric="mse_t0", scale=1e-3, shots=None,
+        numbers={"LEADS": ((1.16, 0.99), None)},
+        note="test MSE including t=0; their ± is over test batches",
+    ),
+    Published(
+        system="gray_scott", protocol="LEADS", source="Yin et al., LEADS, NeurIPS 2021 (README of the code)",
+        train_envs=({"F": 0.037, "k": 0.060}, {"F": 0.030, "k": 0.062}, {"F": 0.039, "k": 0.058}),
+        heldout_envs=None, dt=40.0, horizon=400.0, metric="mse_t0", scale=1e-3, shots=None,
+        numbers={"LEADS": ((2.08, 2.88), None)},
+        note="test MSE including t=0; optimistic: their train and test caches overlap",
+    ),
+]
+
+
+def published_for(system: str) -> list[Published]:
+    return [p for p in PUBLISHED if p.system == system]

@@ -1,0 +1,164 @@
+"""The leaderboard is a function of the result rows: aggregation, ranking, rebuilds, published block."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from envs import get_system
+from leads import leaderboard
+from leads.cli import main
+from leads.evaluate import METRICS, Scores
+from leads.published import PUBLISHED, published_for
+from leads.results import ALL, append_rows, envs_key, read_rows, score_rows
+
+GS = get_system("gray_scott")
+GEPS = next(p for p in PUBLISHED if p.system == "gray_scott" and p.protocol == "GEPS")
+
+
+def _scores(values: list[float]) -> Scores:
+    v = np.asarray(values, dtype=float)
+    n = len(v)
+    return Scores(env=np.arange(n) % 2, rel_l2=v, mse=v**2, rel_l2_extrap=2 * v, rel_l2_full=1.5 * v, mse_t0=v**2,
+                  per_step=np.zeros((n, 3)), t=np.arange(4.0))
+
+
+def _rows(method: str, seed: int, errors: dict[str, list[float]], *, profile: str = "quick", time: str = "t0",
+          shots: int = 1, heldout_key: str = "k", train_key: str = "tk", dt: float = 10.0,
+          horizon: float = 200.0) -> list[dict]:
+    """Rows of one evaluation; ``errors[split]`` are per-trajectory relative L2 errors."""
+    base = {"run_id": f"{method}-{seed}", "eval_id": f"{method}-{seed}-{time}", "time": time, "system": "gray_scott",
+            "method": method, "seed": seed, "profile": profile, "train_seconds": 10.0 + seed,
+            "n_trained_params": 1000, "git_commit": "abc", "config_hash": "h", "train_envs_key": train_key,
+            "dt": dt, "horizon": horizon}
+    rows = []
+    for split, values in errors.items():
+        held = split != "in_domain"
+        extra = {"kind": "heldout" if held else "in_domain", "shots": shots if held else None,
+                 "set_envs_key": heldout_key if held else train_key, "adapt_seconds": 2.0 if held else None,
+                 "n_adapted_params": 8 if held else None}
+        rows += score_rows({**base, **extra}, split, _scores(values), ["e0", "e1"])
+    return rows
+
+
+PER_SEED = {  # method -> seed -> split -> per-trajectory errors
+    "good": {s: {"in_domain": [0.1 + s / 100, 0.2], "interp": [0.2, 0.3 + s / 50], "extrap": [0.3, 0.5]}
+             for s in range(3)},
+    "bad": {s: {"in_domain": [0.05, 0.05], "interp": [0.9, 1.0 + s / 10], "extrap": [0.8, 0.9]} for s in range(3)},
+}
+
+
+def _all_rows() -> list[dict]:
+    return [r for m, seeds in PER_SEED.items() for s, e in seeds.items() for r in _rows(m, s, e)]
+
+
+def test_score_rows_aggregate_per_environment_and_over_all_trajectories():
+    rows = score_rows({"run_id": "r"}, "interp", _scores([1.0, 2.0, 3.0, 5.0]), ["e0", "e1"])
+    get = {(r["environment"], r["metric"]): r for r in rows}
+    assert set(m for _, m in get) == set(METRICS)
+    assert get[("e0", "rel_l2")]["value"] == pytest.approx(2.0) and get[("e0", "rel_l2")]["n_traj"] == 2
+    assert get[("e1", "rel_l2")]["value"] == pytest.approx(3.5)
+    assert get[(ALL, "rel_l2")]["value"] == pytest.approx(2.75) and get[(ALL, "rel_l2")]["n_traj"] == 4
+    assert get[(ALL, "rel_l2")]["std"] == pytest.approx(np.std([1.0, 2.0, 3.0, 5.0]))
+
+
+def test_leaderboard_is_mean_and_std_over_seeds_of_per_seed_means_ranked_on_heldout():
+    lb = leaderboard.build(_all_rows(), "gray_scott", "quick")
+    assert [ln.method for ln in lb.lines] == ["good", "bad"]  # "bad" is better in-domain, worse held out
+    assert lb.sets == ["interp", "extrap"] and lb.rank_sets == ["interp", "extrap"]
+    good = lb.lines[0]
+    per_seed = [np.mean(PER_SEED["good"][s]["interp"]) for s in range(3)]
+    assert good.cells["interp"] == pytest.approx((np.mean(per_seed), np.std(per_seed)))
+    assert good.cells["time_extrap"][0] == pytest.approx(2 * np.mean([np.mean(PER_SEED["good"][s]["in_domain"])
+                                                                       for s in range(3)]))
+    assert good.seeds == [0, 1, 2] and good.adapted_params == 8 and good.adapt_seconds == 2.0
+    assert good.train_seconds == pytest.approx(11.0)
+    md = leaderboard.to_markdown(lb)
+    assert "| 1 | good | 3 |" in md and "| 2 | bad | 3 |" in md
+
+
+def test_rebuilt_identically_from_the_same_rows_in_any_order(tmp_path):
+    path = tmp_path / "results.jsonl"
+    append_rows(path, _all_rows())
+    rows = read_rows(path)
+    first = leaderboard.write(leaderboard.build(rows, "gray_scott", "quick"), tmp_path / "a")
+    shuffled = list(rows)
+    random.Random(0).shuffle(shuffled)
+    second = leaderboard.write(leaderboard.build(shuffled, "gray_scott", "quick"), tmp_path / "b")
+    for a, b in zip(first, second):
+        assert a.read_bytes() == b.read_bytes() and a.stat().st_size > 100
+    assert first[1].read_text().splitlines()[0].startswith("rank,method,seeds,in_domain_mean")
+
+
+def test_latest_evaluation_of_a_seed_counts():
+    rows = _all_rows() + _rows("good", 0, {"interp": [5.0, 5.0]}, time="t1")
+    lb = leaderboard.build(rows, "gray_scott", "quick")
+    per_seed = [5.0] + [np.mean(PER_SEED["good"][s]["interp"]) for s in (1, 2)]
+    good = next(ln for ln in lb.lines if ln.method == "good")
+    assert good.cells["interp"][0] == pytest.approx(np.mean(per_seed))
+    # splits not re-evaluated keep their latest evaluation
+    assert good.cells["extrap"][0] == pytest.approx(0.4)
+
+
+def test_profile_and_shots_select_rows():
+    rows = _all_rows() + _rows("other", 0, {"in_domain": [1.0, 1.0], "interp": [1.0, 1.0]}, profile="paper")
+    rows += _rows("good", 0, {"interp": [0.01, 0.01]}, time="t9", shots=4)
+    assert [ln.method for ln in leaderboard.build(rows, "gray_scott", "paper").lines] == ["other"]
+    lb = leaderboard.build(rows, "gray_scott", "quick", shots=4)
+    assert lb.sets == ["interp"] and lb.lines[0].method == "good"  # the others have no 4-shot rows
+    assert lb.lines[0].cells["interp"][0] == pytest.approx(0.01) and np.isnan(lb.lines[1].heldout)
+    assert leaderboard.build(rows, "lotka_volterra", "quick").lines == []
+
+
+def test_methods_missing_a_set_rank_on_the_common_sets_only():
+    rows = _all_rows() + _rows("new", 0, {"in_domain": [0.1, 0.1], "interp": [0.01, 0.01]})
+    lb = leaderboard.build(rows, "gray_scott", "quick")
+    assert lb.rank_sets == ["interp"] and lb.lines[0].method == "new"
+    assert np.isnan(lb.lines[0].cells["extrap"][0]) and "—" in leaderboard.to_markdown(lb)
+
+
+def _geps_rows(**kw) -> list[dict]:
+    keys = {"train_key": envs_key(GS, list(GEPS.train_envs)), "heldout_key": envs_key(GS, list(GEPS.heldout_envs)),
+            "profile": "paper"}
+    keys.update(kw)
+    return _rows("lowrank", 0, {"in_domain": [0.02, 0.02], "extrap": [0.04, 0.04]}, **keys)
+
+
+def test_published_numbers_only_beside_rows_of_the_same_protocol():
+    lb = leaderboard.build(_geps_rows(), "gray_scott", "paper")
+    (block,) = lb.published
+    assert block.entry is GEPS and block.heldout_set == "extrap"
+    md = leaderboard.to_markdown(lb)
+    assert "Published results: GEPS" in md and "| GEPS | 2.220e-02 ± 1.8e-03 | 1.860e-02 ± 2.1e-02 | published |" in md
+    # ours in the same metric (relative L2 over the whole trajectory: 1.5x rel_l2 in these fake scores)
+    assert "| lowrank | 3.000e-02 ± 0.0e+00 | 6.000e-02 ± 0.0e+00 | ours, 1 seed(s) |" in md
+    for other in (dict(profile="quick"), dict(heldout_key="elsewhere"), dict(train_key="other"), dict(dt=20.0),
+                  dict(shots=2)):
+        rows = _geps_rows(**other)
+        lb = leaderboard.build(rows, "gray_scott", rows[0]["profile"], shots=other.get("shots", 1))
+        assert lb.published == [], other
+        assert "No published numbers match" in leaderboard.to_markdown(lb)
+
+
+def test_published_entries_are_well_formed():
+    for entry in PUBLISHED:
+        assert entry.metric in METRICS and entry.scale > 0 and entry.source
+        assert entry.train_key() and (entry.heldout_envs is None or entry.heldout_key())
+        assert all(ind is not None or held is not None for ind, held in entry.numbers.values())
+    assert {p.protocol for p in published_for("pendulum")} == {"GEPS"}
+
+
+def test_leaderboard_command_writes_files_and_errors_without_rows(tmp_path, capsys):
+    results = tmp_path / "results"
+    argv = ["leaderboard", "--env", "gray_scott", "--set", f"results_dir={results}", "--logger", "none"]
+    assert main(argv) == 2
+    assert "no results" in capsys.readouterr().err
+    append_rows(results / "gray_scott" / "results.jsonl", _all_rows())
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    md = (results / "gray_scott" / "leaderboard.md").read_text()
+    assert md in out and (results / "gray_scott" / "leaderboard.csv").exists()
+    assert main([*argv, "--profile", "paper"]) == 2
+    assert "no rows of profile 'paper'" in capsys.readouterr().err

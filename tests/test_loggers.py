@@ -1,0 +1,48 @@
+import warnings
+
+import pytest
+
+from envs.errors import UserError
+from leads.loggers import make_logger, wandb_mode
+
+BASE = {"logger": "wandb", "wandb": {"mode": "offline", "project": "leads", "entity": None}}
+
+
+def cfg(mode: str, logger: str = "wandb") -> dict:
+    return {**BASE, "logger": logger, "wandb": {**BASE["wandb"], "mode": mode}}
+
+
+def test_environment_variable_wins(monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert wandb_mode(cfg("offline")) == "disabled"
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert wandb_mode(cfg("online")) == "offline"
+
+
+def test_online_without_network_or_key_degrades_to_offline_with_a_warning(monkeypatch, tmp_path):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    with pytest.warns(UserWarning, match="logging offline instead"):
+        assert wandb_mode(cfg("online")) == "offline"
+    # a key but no reachable server: same
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "https://127.0.0.1:9")
+    with pytest.warns(UserWarning, match="unreachable"):
+        assert wandb_mode(cfg("online")) == "offline"
+
+
+def test_offline_is_silent(monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert wandb_mode(cfg("offline")) == "offline"
+
+
+def test_unknown_mode_and_logger(monkeypatch, tmp_path):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    with pytest.raises(UserError, match="unknown W&B mode 'sometimes'"):
+        wandb_mode(cfg("sometimes"))
+    with pytest.raises(UserError, match="unknown logger 'tensorboard'"):
+        make_logger(cfg("offline", "tensorboard"), tmp_path, "r")
+    assert make_logger(cfg("offline", "none"), tmp_path, "r") is None

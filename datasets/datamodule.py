@@ -12,8 +12,9 @@ from torch.utils.data import DataLoader
 
 from datasets.cache import ensure_dataset, ensure_split
 from datasets.config import DataConfig, parse_data_config
+from datasets.sharding import ShardedBalancedBatchSampler, trainer_position
 from datasets.splits import HELDOUT_KINDS, check_set_name, split_names
-from datasets.torch_data import BalancedBatchSampler, WindowDataset
+from datasets.torch_data import WindowDataset
 from envs.base import Env, System
 from envs.errors import UserError
 
@@ -100,7 +101,10 @@ class TrajectoryDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         ds = WindowDataset(self.path("train"), window=self.cfg.window)
         per_env = max(1, self.cfg.batch_size // ds.n_env)
-        sampler = BalancedBatchSampler(ds.n_env, ds.items_per_env, per_env, seed=self.cfg.seed)
+        # Under DDP each rank takes its share of the global batch; a resumed run skips what it trained on.
+        rank, world, done = trainer_position(self.trainer)
+        sampler = ShardedBalancedBatchSampler(ds.n_env, ds.items_per_env, per_env, seed=self.cfg.seed,
+                                              rank=rank, world_size=world, skip=done)
         return self._loader(ds, batch_sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:

@@ -59,6 +59,9 @@ def write_split(path: Path, meta: SplitData, states: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".h5.tmp")
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide a shared data cache from the group
     try:
         with h5py.File(tmp, "w") as f:
             f.attrs["system"] = meta.system
@@ -80,9 +83,11 @@ def write_split(path: Path, meta: SplitData, states: np.ndarray) -> None:
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno and not e.filename:  # a failed write names no file
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
 
 
@@ -99,6 +104,24 @@ def _attr(value: Any) -> Any:
 
 def read_attrs(f: h5py.File) -> dict[str, Any]:
     return {k: _attr(v) for k, v in f.attrs.items()}
+
+
+# Files read in full and found finite, by (path, inode, size, mtime): each is read once per process.
+_FINITE: set[tuple[str, int, int, int]] = set()
+
+
+def _non_finite(path: Path, states: h5py.Dataset) -> str | None:
+    """Generation never writes NaN or inf, so any here is damage (or a hand-edited file)."""
+    st = os.stat(path)
+    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key in _FINITE:
+        return None
+    for e in range(states.shape[0]):  # one environment at a time bounds the memory used
+        bad = ~np.isfinite(states[e])
+        if bad.any():
+            return f"non-finite states ({int(bad.sum())} NaN/inf values in environment {e})"
+    _FINITE.add(key)
+    return None
 
 
 def check_file(path: Path, expected: SplitData, state_shape: tuple[int, ...], n_traj: int) -> str | None:
@@ -138,6 +161,9 @@ def check_file(path: Path, expected: SplitData, state_shape: tuple[int, ...], n_
             if f["states"].size:
                 # Touch the end of the data so a file cut short after its header is caught here.
                 f["states"][(-1,) * f["states"].ndim]
+                bad = _non_finite(path, f["states"])
+                if bad:
+                    return bad
     except Exception as e:  # any unreadable file is reported and replaced, whatever h5py raised
         return "unreadable: " + " ".join(f"{type(e).__name__}: {e}".split())
     return None

@@ -76,6 +76,8 @@ class System(ABC):
     def check_env(self, env: Env) -> None:
         """Raise ``UserError`` if ``env`` does not name exactly this system's parameters
         with finite values inside their valid range."""
+        if not isinstance(env, dict):
+            raise UserError(f"{self.name} environment {env!r} must be a mapping of parameter names to values")
         env = self.complete_env(env)
         missing = [p for p in self.param_names if p not in env]
         extra = [p for p in env if p not in self.param_names]
@@ -142,6 +144,13 @@ class System(ABC):
     # ----------------------------------------------------------------- checks
     def _check_config(self) -> None:
         c = self.config
+        # Structure first (a hand-edited config file can put any YAML value anywhere).
+        if not isinstance(c.get("param_defaults", {}), dict):
+            raise UserError(f"system.param_defaults of {self.name} must map parameter names to values")
+        if not isinstance(c["train_envs"], list):
+            raise UserError(f"system.train_envs of {self.name} must be a list of environments (mappings)")
+        if isinstance(c["heldout"], dict) and not all(isinstance(v, list) for v in c["heldout"].values()):
+            raise UserError(f"system.heldout of {self.name} must map set names to lists of environments")
         if not c["train_envs"]:
             raise UserError(f"system.train_envs of {self.name} is empty; give at least one environment")
         for env in c["train_envs"]:
@@ -154,7 +163,8 @@ class System(ABC):
             for env in envs:
                 self.check_env(env)
         for key in ("dt", "horizon"):
-            if not (isinstance(c[key], (int, float)) and c[key] > 0):
+            if not (isinstance(c[key], (int, float)) and not isinstance(c[key], bool) and math.isfinite(c[key])
+                    and c[key] > 0):
                 raise UserError(f"system.{key}={c[key]!r} of {self.name} must be a positive number")
         ratio = c["horizon"] / c["dt"]
         if abs(ratio - round(ratio)) > 1e-9:

@@ -20,6 +20,7 @@ environment lists. They are adapted to in addition to the config's ``adapt.sets`
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from collections.abc import Callable
@@ -213,3 +214,15 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if e.errno not in _DISK_ERRORS:
+            raise
+        # Files are written atomically (data, checkpoints) or appended whole (results): what was
+        # finished before is intact.
+        where = f" writing {e.filename}" if e.filename else ""
+        print(f"error: {e.strerror or e}{where}; free space (or choose another data.dir / runs_dir / results_dir) "
+              "and rerun, with --resume to continue training from the last checkpoint", file=sys.stderr)
+        return 2
+
+
+_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)

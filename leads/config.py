@@ -22,13 +22,30 @@ from envs.errors import UserError
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)):
+                if key in seen:
+                    line = key_node.start_mark.line + 1
+                    raise yaml.constructor.ConstructorError(None, None, f"key '{key}' is given twice (line {line})")
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: Path) -> dict[str, Any]:
     try:
         with open(path) as f:
-            data = yaml.safe_load(f) or {}
+            data = yaml.load(f, Loader=_StrictLoader) or {}
     except yaml.YAMLError as e:
-        first = str(e).splitlines()[0]
+        first = " ".join(str(e).split())[:200]
         raise UserError(f"{path} is not valid YAML ({first}); fix the file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} cannot be read ({type(e).__name__}: {e}); fix the file") from None
     if not isinstance(data, dict):
         raise UserError(f"{path} must hold a mapping of config keys")
     return data
@@ -53,7 +70,10 @@ def merge(base: dict[str, Any], update: dict[str, Any], where: str = "", strict:
 
 
 def _coerce(path: str, old: Any, new: Any) -> Any:
-    """Keep the old value's type; ints widen to floats, and None means 'unset' either way."""
+    """Keep the old value's type; ints widen to floats, and None means 'unset' either way
+    (except for sections and lists, which code iterates)."""
+    if new is None and isinstance(old, (dict, list)):
+        raise UserError(f"config key '{path}' expects {type(old).__name__} (like {old!r}), got None")
     if old is None or new is None:
         return new
     if isinstance(old, bool) or isinstance(new, bool):
@@ -114,6 +134,11 @@ def load_config(
     cfg = load_yaml(config_dir / "defaults.yaml")
     spec = load_yaml(path)
     profiles = spec.pop("profiles", {}) or {}
+    if not isinstance(profiles, dict) or not all(isinstance(p, dict) for p in profiles.values()):
+        raise UserError(f"{path}: 'profiles' must map profile names (quick, paper) to mappings of config keys")
+    for key in ("system", "methods"):
+        if not isinstance(spec.get(key, {}), dict):
+            raise UserError(f"{path}: '{key}' must be a mapping, got {spec[key]!r}")
     # The system file may add method and system keys the shared defaults do not know.
     cfg = merge(cfg, {k: v for k, v in spec.items() if k in ("system", "methods")}, strict=False)
     cfg = merge(cfg, {k: v for k, v in spec.items() if k not in ("system", "methods")})
@@ -141,10 +166,16 @@ def load_config(
 
 def validate(cfg: dict[str, Any]) -> None:
     """Checks that need the whole config; the system validates its own section."""
+    from leads.config_rules import check_values
+
     get_system(cfg["system_name"], **cfg["system"])
+    check_values(cfg)
     method = cfg["method"]
     if method not in cfg["methods"]:
-        raise UserError(f"unknown method '{method}'; choose one of: {', '.join(sorted(cfg['methods']))}")
+        raise UserError(f"unknown method '{method}'; choose one of: {', '.join(sorted(map(str, cfg['methods'])))}")
+    if not isinstance(cfg["methods"][method], dict):
+        raise UserError(f"config key 'methods.{method}' must be a mapping of the method's settings, "
+                        f"got {cfg['methods'][method]!r}")
 
 
 def method_config(cfg: dict[str, Any]) -> dict[str, Any]:

@@ -42,12 +42,14 @@ def rollout(
     truth: torch.Tensor | None = None,
     teacher_forcing: float = 0.0,
     generator: torch.Generator | None = None,
+    draws: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """States at times ``t`` (shape ``(n_t,)``, shared by the batch), starting at ``u0``.
 
     Returns ``(B, n_t, *state)``; entry 0 is ``u0`` itself. With ``truth`` (``(B, n_t, *state)``)
     and ``teacher_forcing > 0``, each sample restarts from the truth with that probability at
-    each observation (independently per sample and step).
+    each observation (independently per sample and step); ``draws`` (``(n_t - 2, B)`` uniforms)
+    decides it instead of fresh random numbers.
     """
     step = STEPPERS[method]
     states = [u0]
@@ -59,7 +61,7 @@ def rollout(
             u = step(f, u, env, h)
         states.append(u)
         if truth is not None and teacher_forcing > 0 and i + 1 < len(t) - 1:
-            draw = torch.rand(shape, device=u.device, generator=generator)
+            draw = torch.rand(shape, device=u.device, generator=generator) if draws is None else draws[i].view(shape)
             u = torch.where(draw < teacher_forcing, truth[:, i + 1], u)
     return torch.stack(states, dim=1)
 

@@ -67,7 +67,8 @@ class Forecaster(pl.LightningModule):
         states, t, env = batch["states"], batch["t"], batch["env"]
         t = t[0] if t.dim() > 1 else t
         eps = self.teacher_forcing()
-        pred = self(states[:, 0], t, env, truth=states, teacher_forcing=eps)
+        draws = self._teacher_forcing_draws(len(t), len(env), states.device)
+        pred = self(states[:, 0], t, env, truth=states, teacher_forcing=eps, draws=draws)
         # Errors in normalised units, so channels of different magnitude weigh alike.
         err = ((pred[:, 1:] - states[:, 1:]) / self.u_std.unsqueeze(0)) ** 2
         per_sample = err.flatten(1).mean(1)
@@ -83,17 +84,35 @@ class Forecaster(pl.LightningModule):
         self.log("train/teacher_forcing", eps, batch_size=len(env))
         return loss
 
+    def _teacher_forcing_draws(self, n_t: int, batch: int, device: torch.device) -> torch.Tensor:
+        """Where teacher forcing restarts is a function of the seed, the step and the sample's
+        position in the global batch only (not of a global RNG stream), so a run resumed from a
+        checkpoint and a DDP rank (its share: positions rank, rank + world, ...) draw exactly what
+        an uninterrupted single-process run draws."""
+        trainer = self._trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        g = torch.Generator().manual_seed(int(self.cfg["seed"]) * 1_000_003 + int(self.global_step))
+        draws = torch.rand((max(n_t - 2, 0), batch * world), generator=g)
+        return draws[:, rank::world].to(device)
+
     def _check_loss(self, loss: torch.Tensor, per_sample: torch.Tensor, env: torch.Tensor) -> None:
         value = float(loss.detach())
         if self._first_loss is None and math.isfinite(value):
             self._first_loss = max(value, 1e-12)
         factor = self.cfg["train"]["explode_factor"]
         exploded = self._first_loss is not None and value > factor * self._first_loss
-        if math.isfinite(value) and not exploded:
+        local = not math.isfinite(value) or exploded
+        stop = local
+        if self._trainer is not None and self._trainer.world_size > 1:
+            # Under DDP all processes stop together: one stopping alone would leave the others in an all-reduce.
+            stop = self._trainer.strategy.reduce_boolean_decision(local, all=False)
+        if not stop:
             return
         bad = (~torch.isfinite(per_sample)) | (per_sample > factor * (self._first_loss or 1.0))
-        envs = sorted({self.env_names[i] for i in env[bad].tolist()}) or ["(penalty term)"]
-        what = "became non-finite" if not math.isfinite(value) else f"exploded to {value:.3g}"
+        envs = sorted({self.env_names[i] for i in env[bad].tolist()}) or [
+            "(penalty term)" if local else "(in another DDP process's share of the batch)"]
+        what = ("became non-finite" if not math.isfinite(value) else f"exploded to {value:.3g}") if local \
+            else "diverged"
         raise TrainingDiverged(
             f"training loss {what} at step {self.global_step} (environments: {'; '.join(envs)}); "
             f"the last good checkpoint is kept — lower train.lr or raise forecaster.substeps"

@@ -113,8 +113,12 @@ def append_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     data = "".join(json.dumps({k: _clean(v) for k, v in r.items()}, allow_nan=False) + "\n" for r in rows).encode()
     path.parent.mkdir(parents=True, exist_ok=True)
     with _locked(path):
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
+            end = os.lseek(fd, 0, os.SEEK_END)
+            if end and os.pread(fd, 1, end - 1) != b"\n":
+                # A writer died mid-line (full disk, kill): end that line, or it would swallow our first row.
+                data = b"\n" + data
             view = memoryview(data)
             while view:  # one write in practice; the loop only guards against short writes
                 view = view[os.write(fd, view):]

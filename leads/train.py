@@ -12,21 +12,23 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
 
 from datasets import TrajectoryDataModule, load_split
 from envs import System, get_system
 from envs.errors import UserError
+from leads.checkpoints import AtomicCheckpointIO, check_resume_checkpoint, checkpoint_callbacks, remove_stale_temps
 from leads.config import config_hash, save_config
 from leads.loggers import make_logger
 from leads.module import Forecaster
 
 ACCELERATORS = ("auto", "cpu", "cuda", "gpu", "mps")
+RUN_DIR_ENV = "LEADS_RUN_DIR"  # rank 0's run directory, inherited by the ranks DDP launches
 
-# Lightning notices that do not apply here: tiny epochs are by design (balanced windows), and
-# the sampler reshuffles per epoch from the data seed, so a mid-epoch resume is reproducible.
+# Lightning notices that do not apply here: tiny epochs are by design (balanced windows); the
+# sampler skips what a resumed run already trained on (datasets/sharding.py); validation scores
+# are all-gathered by the module itself under DDP.
 for _pattern in (".*LeafSpec.*", ".*smaller than the logging interval.*", ".*dataloader is not resumable.*",
-                 ".*does not have many workers.*"):
+                 ".*does not have many workers.*", ".*when logging on epoch level in distributed setting.*"):
     warnings.filterwarnings("ignore", message=_pattern)
 
 
@@ -78,6 +80,26 @@ def run_dir_for(cfg: dict[str, Any], resume: bool) -> tuple[Path, str]:
     return root / run_id, run_id
 
 
+def _ddp_child() -> bool:
+    # Lightning launches ranks 1.. of a DDP run as copies of this script with LOCAL_RANK set.
+    return os.environ.get("LOCAL_RANK", "0") not in ("", "0")
+
+
+def claim_run_dir(cfg: dict[str, Any], resume: bool) -> tuple[Path, str]:
+    """:func:`run_dir_for`, safe for runs started together: a fresh directory is created
+    atomically (two runs of one config get two directories), and DDP ranks > 0 use rank 0's."""
+    if _ddp_child() and os.environ.get(RUN_DIR_ENV):
+        run_dir = Path(os.environ[RUN_DIR_ENV])
+        return run_dir, run_dir.name
+    while True:
+        run_dir, run_id = run_dir_for(cfg, resume)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=resume)
+            return run_dir, run_id
+        except FileExistsError:
+            continue  # another process took this name between the check and the mkdir
+
+
 def trainer_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
     device = cfg["device"]
     if device not in ACCELERATORS:
@@ -95,9 +117,17 @@ def trainer_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
 def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> TrainedRun:
     """Train ``cfg`` (a resolved config) and return its best checkpoint chosen on validation."""
     system = system_of(cfg)
-    run_dir, run_id = run_dir_for(cfg, resume)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
+    run_dir, run_id = claim_run_dir(cfg, resume)
+    ckpt_dir = run_dir / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    if resume and not last.exists():
+        raise UserError(f"--resume: no checkpoint {last} yet; run without --resume")
+    if resume:
+        check_resume_checkpoint(last, cfg)  # before anything is generated or overwritten
+    child = _ddp_child()
+    if not child:
+        save_config(cfg, run_dir / "config.yaml")
+    os.environ[RUN_DIR_ENV] = str(run_dir)
     pl.seed_everything(cfg["seed"], workers=True, verbose=False)
 
     dm = TrajectoryDataModule(system, cfg["data"])
@@ -108,12 +138,9 @@ def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> T
     states = train_data.states.flatten(0, 1)
     module.fit_normalization(states, torch.as_tensor(train_data.t, dtype=states.dtype))
 
-    ckpt_dir = run_dir / "checkpoints"
-    last = ckpt_dir / "last.ckpt"
-    if resume and not last.exists():
-        raise UserError(f"--resume: no checkpoint {last} yet; run without --resume")
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/rel_l2", mode="min",
-                                 save_last=True, save_top_k=1, auto_insert_metric_name=False)
+    if not child:
+        remove_stale_temps(ckpt_dir)
+    checkpoint, last_checkpoint = checkpoint_callbacks(ckpt_dir)
     logger = make_logger(cfg, run_dir, run_id)
     tc = cfg["train"]
     trainer = pl.Trainer(
@@ -124,7 +151,9 @@ def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> T
         num_sanity_val_steps=0,
         gradient_clip_val=tc["grad_clip"] or None,
         logger=logger if logger is not None else False,
-        callbacks=[checkpoint],
+        callbacks=[checkpoint, last_checkpoint],
+        plugins=[AtomicCheckpointIO()],
+        use_distributed_sampler=False,  # the datamodule shards training batches itself (datasets/sharding.py)
         enable_progress_bar=progress,
         enable_model_summary=False,
         log_every_n_steps=min(50, tc["val_every"]),

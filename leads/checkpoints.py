@@ -1,0 +1,114 @@
+"""Checkpoints that survive crashes: atomic writes, ``last.ckpt`` at every validation, and a
+check that the checkpoint a run resumes from is an intact one of that same run.
+
+Lightning's own writer renames a temporary file from the system temp directory into place:
+across filesystems (``/tmp`` local, runs on a shared disk) that rename is a copy, and a crash
+during it leaves a truncated ``last.ckpt``; a crash before it leaves the temporary file in
+``/tmp`` forever. Here the temporary file sits beside its target and is fsynced, then renamed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+from envs.errors import UserError
+
+_TMP_SUFFIX = ".ckpt.tmp"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` to a temporary file in the checkpoint's directory, fsync, rename: a reader
+    (or a resumed run) sees the old checkpoint or the new one, never part of one."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=_TMP_SUFFIX)
+        try:
+            os.chmod(tmp, _file_mode())  # mkstemp's 0600 would hide the file from the group
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException as e:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            if isinstance(e, OSError) and e.errno and not e.filename:  # a failed write names no file
+                raise OSError(e.errno, e.strerror, str(path)) from e
+            raise
+
+
+def _file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def remove_stale_temps(ckpt_dir: Path) -> None:
+    """Temporary files of writers killed mid-save (only call where no writer is running)."""
+    for tmp in Path(ckpt_dir).glob(f".*{_TMP_SUFFIX}"):
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def checkpoint_callbacks(ckpt_dir: Path) -> tuple[ModelCheckpoint, ModelCheckpoint]:
+    """``best.ckpt`` (lowest validation error) and ``last.ckpt`` (rewritten at every validation).
+
+    Lightning's ``save_last=True`` rewrites ``last.ckpt`` only when ``best.ckpt`` improves, so
+    a run that stopped improving would resume from far back; a second callback without a
+    monitor saves the latest state at every validation."""
+    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/rel_l2", mode="min", save_top_k=1,
+                           save_last=False, auto_insert_metric_name=False, enable_version_counter=False)
+    last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, save_last=False,
+                           auto_insert_metric_name=False, enable_version_counter=False)
+    return best, last
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_resume_checkpoint(path: Path, cfg: dict[str, Any]) -> None:
+    """Raise a one-line ``UserError`` unless ``path`` is a readable checkpoint of a run of the
+    same system, method, seed, model and data as ``cfg``. Training settings (``train.*``,
+    ``adapt.*``, ...) may change on resume, e.g. to train for longer."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        saved = ckpt["hyper_parameters"]["cfg"]
+        ckpt["state_dict"], ckpt["global_step"]  # noqa: B018 - both are needed to resume
+    except Exception as e:  # whatever torch raised on a damaged or foreign file
+        reason = " ".join(f"{type(e).__name__}: {e}".split())[:200]
+        raise UserError(f"--resume: {path} is damaged or not a checkpoint of this project ({reason}); "
+                        "delete it to resume from an earlier one, or run without --resume") from None
+    if not isinstance(saved, dict):
+        raise UserError(f"--resume: {path} holds no run config; run without --resume")
+    a, b = _identity(saved), _identity(cfg)
+    for key in ("system_name", "method", *sorted(set(a) | set(b))):
+        if a.get(key, "(unset)") != b.get(key, "(unset)"):
+            raise UserError(f"--resume: {path} is a checkpoint of another run ({key} is {a.get(key, '(unset)')!r} "
+                            f"there, {b.get(key, '(unset)')!r} here); resume the run it belongs to, or run "
+                            "without --resume")
+
+
+def _identity(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The settings that make a checkpoint another run's: what is trained on which data."""
+    method = cfg.get("method")
+    keep = ("system_name", "method", "seed", "system.", "model.", f"methods.{method}.", "data.seed", "data.n_train")
+    return {k: v for k, v in _flat(cfg).items() if k.startswith(keep)}

@@ -1,0 +1,125 @@
+"""Run ``run.py`` (or any script) with one fault injected, for the fault-injection tests.
+
+    python tests/fault_inject.py run.py --env lotka_volterra ...
+
+The fault is chosen by environment variables, so the script's own code path (argument
+parsing, ``sys.exit`` code, stderr) is exactly the one a user gets:
+
+- ``LEADS_FAULT_KILL_AT_STEP=N``: SIGKILL this process when training step ``N`` begins
+  (``global_step == N``), as a power cut or the OOM killer would.
+- ``LEADS_FAULT_KILL_IN_SAVE=N``: SIGKILL this process inside the ``N``-th checkpoint save
+  (1-based): its bytes are written, the rename that puts the file in place has not happened.
+- ``LEADS_FAULT_DISK_FULL_AT_SAVE=N``: the ``N``-th checkpoint save fails with ENOSPC
+  ("No space left on device") while writing, as on a full disk.
+- ``LEADS_FAULT_POISON=STEP:ENV:VALUE``: from training step ``STEP`` on, multiply the learned
+  vector field of training environment ``ENV`` by ``VALUE`` (``nan`` or e.g. ``1e6``), so the
+  loss becomes non-finite or explodes there.
+
+``sys.argv[0]`` is the script itself, so processes Lightning relaunches (DDP) run the plain
+script without the fault.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import signal
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _die() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _kill_at_step(step: int) -> None:
+    from leads.module import Forecaster
+
+    original = Forecaster.training_step
+
+    def training_step(self, batch, batch_idx):
+        if self.global_step == step:
+            _die()
+        return original(self, batch, batch_idx)
+
+    Forecaster.training_step = training_step
+
+
+def _kill_in_save(n: int) -> None:
+    import shutil
+
+    calls = [0]
+    originals = {"replace": os.replace, "move": shutil.move}
+
+    def wrap(name):
+        def moved(src, dst, *args, **kwargs):
+            # A checkpoint lands by a rename onto *.ckpt (os.replace here, shutil.move in
+            # Lightning's default writer); every other rename is left alone.
+            if str(dst).endswith(".ckpt"):
+                calls[0] += 1
+                if calls[0] == n:
+                    _die()
+            return originals[name](src, dst, *args, **kwargs)
+        return moved
+
+    os.replace = wrap("replace")
+    shutil.move = wrap("move")
+
+
+def _disk_full_at_save(n: int) -> None:
+    import errno
+
+    import torch
+
+    calls = [0]
+    original = torch.save
+
+    def save(obj, f, *args, **kwargs):
+        if isinstance(obj, dict) and "state_dict" in obj:
+            calls[0] += 1
+            if calls[0] == n:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as write() raises it: no file name
+        return original(obj, f, *args, **kwargs)
+
+    torch.save = save
+
+
+def _poison(spec: str) -> None:
+    import torch
+
+    from leads.module import Forecaster
+
+    step, env, value = spec.split(":")
+    original = Forecaster.vector_field
+
+    def vector_field(self, u, env_index):
+        out = original(self, u, env_index)
+        if self.training and self.global_step >= int(step):
+            hit = (env_index == int(env)).view(-1, *[1] * (out.dim() - 1))
+            out = torch.where(hit, out * float(value), out)
+        return out
+
+    Forecaster.vector_field = vector_field
+
+
+def main() -> None:
+    sys.path.insert(0, str(ROOT))
+    if os.environ.get("LEADS_FAULT_KILL_AT_STEP"):
+        _kill_at_step(int(os.environ["LEADS_FAULT_KILL_AT_STEP"]))
+    if os.environ.get("LEADS_FAULT_KILL_IN_SAVE"):
+        _kill_in_save(int(os.environ["LEADS_FAULT_KILL_IN_SAVE"]))
+    if os.environ.get("LEADS_FAULT_DISK_FULL_AT_SAVE"):
+        _disk_full_at_save(int(os.environ["LEADS_FAULT_DISK_FULL_AT_SAVE"]))
+    if os.environ.get("LEADS_FAULT_POISON"):
+        _poison(os.environ["LEADS_FAULT_POISON"])
+    script = sys.argv[1]
+    sys.argv = sys.argv[1:]
+    runpy.run_path(script, run_name="__main__")
+
+
+if __name__ == "__main__":
+    main()

@@ -12,11 +12,12 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from envs.errors import UserError
@@ -73,6 +74,30 @@ def checkpoint_callbacks(ckpt_dir: Path) -> tuple[ModelCheckpoint, ModelCheckpoi
     last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, save_last=False,
                            auto_insert_metric_name=False, enable_version_counter=False)
     return best, last
+
+
+class TrainClock(Callback):
+    """Training wall time that survives a crash: the seconds spent up to a checkpoint are saved
+    in it, and a run resumed from it goes on counting from there (the work after the last
+    checkpoint of a killed run was lost, so it is not counted)."""
+
+    def __init__(self) -> None:
+        self.before = 0.0
+        self.restored = False
+        self._start: float | None = None
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        self._start = time.perf_counter()
+
+    def seconds(self) -> float:
+        return self.before + (time.perf_counter() - self._start if self._start is not None else 0.0)
+
+    def state_dict(self) -> dict[str, float]:
+        return {"seconds": self.seconds()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.before = float(state_dict.get("seconds", 0.0))
+        self.restored = True
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

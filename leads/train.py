@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,13 @@ import torch
 from datasets import TrajectoryDataModule, load_split
 from envs import System, get_system
 from envs.errors import UserError
-from leads.checkpoints import AtomicCheckpointIO, check_resume_checkpoint, checkpoint_callbacks, remove_stale_temps
+from leads.checkpoints import (
+    AtomicCheckpointIO,
+    TrainClock,
+    check_resume_checkpoint,
+    checkpoint_callbacks,
+    remove_stale_temps,
+)
 from leads.config import config_hash, save_config
 from leads.loggers import make_logger
 from leads.module import Forecaster
@@ -141,6 +146,7 @@ def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> T
     if not child:
         remove_stale_temps(ckpt_dir)
     checkpoint, last_checkpoint = checkpoint_callbacks(ckpt_dir)
+    clock = TrainClock()
     logger = make_logger(cfg, run_dir, run_id)
     tc = cfg["train"]
     trainer = pl.Trainer(
@@ -151,7 +157,7 @@ def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> T
         num_sanity_val_steps=0,
         gradient_clip_val=tc["grad_clip"] or None,
         logger=logger if logger is not None else False,
-        callbacks=[checkpoint, last_checkpoint],
+        callbacks=[clock, checkpoint, last_checkpoint],
         plugins=[AtomicCheckpointIO()],
         use_distributed_sampler=False,  # the datamodule shards training batches itself (datasets/sharding.py)
         enable_progress_bar=progress,
@@ -159,10 +165,10 @@ def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> T
         log_every_n_steps=min(50, tc["val_every"]),
         default_root_dir=str(run_dir),
     )
-    start = time.perf_counter()
-    previous = _read_state(run_dir).get("train_seconds", 0.0) if resume else 0.0
     trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
-    seconds = previous + time.perf_counter() - start
+    seconds = clock.seconds()
+    if resume and not clock.restored:  # a checkpoint written before the clock was saved in them
+        seconds += _read_state(run_dir).get("train_seconds", 0.0)
     best_path = Path(checkpoint.best_model_path or last)
     best = Forecaster.load_from_checkpoint(str(best_path), map_location="cpu")
     if trainer.is_global_zero:

@@ -78,11 +78,15 @@ def test_killed_twice_and_resumed_ends_bit_for_bit_like_an_uninterrupted_run(ref
     # Resumed, killed again at step 18: the last checkpoint is from step 16, the end of an epoch.
     killed = run_py([*args, "--resume"], fault={"LEADS_FAULT_KILL_AT_STEP": "18"})
     assert killed.returncode == -9
-    assert _ckpt(run_dir)["global_step"] == 16 == EPOCH
+    resumed_from = _ckpt(run_dir)
+    assert resumed_from["global_step"] == 16 == EPOCH
     done = run_py([*args, "--resume"])
     assert done.returncode == 0, done.stderr[-3000:]
     assert run_dirs(tmp_path, SYSTEM) == [run_dir]  # resumed in place
     assert state(run_dir)["global_step"] == 24
+    # Training time spent before the kills is kept: the checkpoint carries it into the final count.
+    (clock,) = [v for k, v in resumed_from["callbacks"].items() if k.startswith("TrainClock")]
+    assert 0 < clock["seconds"] < state(run_dir)["train_seconds"]
     _assert_same_run(reference, tmp_path)
 
 

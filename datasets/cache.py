@@ -41,7 +41,8 @@ class SplitStatus:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
+    """Exclusive advisory lock on ``<path>.lock``, shared by every process on this machine."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -80,7 +81,7 @@ def _prepare(
     path = split_path(system, cfg, spec.name)
     if _check(system, spec, path) is None:
         return SplitStatus(path, False)
-    with _locked(path):
+    with file_lock(path):
         # Another process may have generated the file while this one waited for the lock.
         reason = _check(system, spec, path)
         if reason is None:

@@ -14,8 +14,6 @@ skip with a warning.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import functools
 import hashlib
 import json
@@ -23,13 +21,13 @@ import math
 import os
 import subprocess
 import warnings
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from datasets.cache import file_lock
 from envs import Env, System
 from leads.config import config_hash
 
@@ -112,7 +110,7 @@ def append_rows(path: Path, rows: list[dict[str, Any]]) -> None:
         return
     data = "".join(json.dumps({k: _clean(v) for k, v in r.items()}, allow_nan=False) + "\n" for r in rows).encode()
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(path):
+    with file_lock(path):
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             end = os.lseek(fd, 0, os.SEEK_END)
@@ -131,7 +129,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     """All rows of ``path`` (none if it does not exist); nulls read back as NaN where numbers."""
     if not Path(path).exists():
         return []
-    with _locked(Path(path)):
+    with file_lock(Path(path)):
         lines = Path(path).read_text().splitlines()
     rows, bad = [], 0
     for line in lines:
@@ -149,14 +147,3 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     if bad:
         warnings.warn(f"{path}: skipped {bad} unreadable line(s) (an interrupted write?)", stacklevel=2)
     return rows
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)

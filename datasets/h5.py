@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 import torch
+
+from datasets.atomic import atomic_write
 
 FORMAT_VERSION = 1
 
@@ -55,14 +55,7 @@ class Trajectories:
 def write_split(path: Path, meta: SplitData, states: np.ndarray) -> None:
     """Write a split to a temporary file in the same directory and rename it into place, so a
     reader sees either the old file or the complete new one, never a partial write."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".h5.tmp")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide a shared data cache from the group
-    try:
+    with atomic_write(Path(path), ".h5.tmp") as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["system"] = meta.system
             f.attrs["split"] = meta.split
@@ -80,15 +73,6 @@ def write_split(path: Path, meta: SplitData, states: np.ndarray) -> None:
             f.flush()
             # Last, so that a file interrupted mid-write can never claim to be complete.
             f.attrs["complete"] = True
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if isinstance(e, OSError) and e.errno and not e.filename:  # a failed write names no file
-            raise OSError(e.errno, e.strerror, str(path)) from e
-        raise
 
 
 def _attr(value: Any) -> Any:

@@ -10,8 +10,6 @@ during it leaves a truncated ``last.ckpt``; a crash before it leaves the tempora
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
+from datasets.atomic import atomic_write
 from envs.errors import UserError
 
 _TMP_SUFFIX = ".ckpt.tmp"
@@ -32,28 +31,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=_TMP_SUFFIX)
-        try:
-            os.chmod(tmp, _file_mode())  # mkstemp's 0600 would hide the file from the group
-            with os.fdopen(fd, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException as e:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            if isinstance(e, OSError) and e.errno and not e.filename:  # a failed write names no file
-                raise OSError(e.errno, e.strerror, str(path)) from e
-            raise
-
-
-def _file_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+        with atomic_write(Path(path), _TMP_SUFFIX) as tmp:
+            torch.save(checkpoint, tmp)
 
 
 def remove_stale_temps(ckpt_dir: Path) -> None:

@@ -32,6 +32,7 @@ import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 from tiny import tiny_config  # noqa: E402
 
+import datasets.atomic as atomic  # noqa: E402
 import datasets.cache as cache  # noqa: E402
 import datasets.generate as generate  # noqa: E402
 import datasets.h5 as h5  # noqa: E402
@@ -39,7 +40,8 @@ from datasets import ensure_dataset  # noqa: E402
 from datasets.splits import split_path  # noqa: E402
 from envs import get_system  # noqa: E402
 
-FUNCTIONS = {"h5.write_split": h5.write_split, "cache._prepare": cache._prepare,
+FUNCTIONS = {"h5.write_split": h5.write_split, "atomic.atomic_write": atomic.atomic_write.__wrapped__,
+             "cache._prepare": cache._prepare,
              "generate.generate_states": generate.generate_states}
 
 
@@ -136,7 +138,7 @@ def main() -> None:
         return [(name, code, ln) for ln in sorted({ln for _, ln in dis.findlinestarts(code) if ln is not None})]
 
     # Every line of the writer once, then random lines of the cache and generator, and random times.
-    plan = [("line", target) for target in lines_of("h5.write_split")]
+    plan = [("line", target) for target in lines_of("h5.write_split") + lines_of("atomic.atomic_write")]
     others = lines_of("cache._prepare") + lines_of("generate.generate_states")
     plan += [("line", rng.choice(others)) for _ in range(n_line)] + [("time", None)] * n_time
     rng.shuffle(plan)

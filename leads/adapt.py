@@ -103,12 +103,9 @@ def adapt_to_new_environments(
 
 
 def _loss(module: Forecaster, x: torch.Tensor, t: torch.Tensor, env: torch.Tensor) -> torch.Tensor:
-    # The training objective (Forecaster.training_step) without teacher forcing: normalised
-    # trajectory MSE plus the method's penalty on the observed states, e.g. LEADS' ||g_e||.
-    pred = module(x[:, 0], t, env)
-    data = (((pred[:, 1:] - x[:, 1:]) / module.u_std.unsqueeze(0)) ** 2).mean()
-    states = ((x - module.u_mean) / module.u_std).flatten(0, 1)
-    return data + module.model.penalty(states, env.repeat_interleave(x.shape[1]))
+    # The training objective, without teacher forcing.
+    per_sample, penalty = module.objective(module(x[:, 0], t, env), x, env)
+    return per_sample.mean() + penalty
 
 
 def _check(adapt_states: torch.Tensor, val_states: torch.Tensor, env_names: list[str], shots: int) -> None:

@@ -63,19 +63,23 @@ class Forecaster(pl.LightningModule):
         tf = self.cfg["forecaster"]["teacher_forcing"]
         return teacher_forcing_probability(self.global_step, tf["start"], tf["decay"], tf["every"])
 
+    def objective(self, pred: torch.Tensor, states: torch.Tensor,
+                  env: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-trajectory MSE of ``pred`` against ``states`` (t > 0) in normalised units, so
+        channels of different magnitude weigh alike, and the method's penalty on the observed
+        states (e.g. LEADS' ||g_e(x)||). Training and adaptation minimise the same objective."""
+        per_sample = (((pred[:, 1:] - states[:, 1:]) / self.u_std.unsqueeze(0)) ** 2).flatten(1).mean(1)
+        x = (states - self.u_mean) / self.u_std
+        return per_sample, self.model.penalty(x.flatten(0, 1), env.repeat_interleave(states.shape[1]))
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         states, t, env = batch["states"], batch["t"], batch["env"]
         t = t[0] if t.dim() > 1 else t
         eps = self.teacher_forcing()
         draws = self._teacher_forcing_draws(len(t), len(env), states.device)
         pred = self(states[:, 0], t, env, truth=states, teacher_forcing=eps, draws=draws)
-        # Errors in normalised units, so channels of different magnitude weigh alike.
-        err = ((pred[:, 1:] - states[:, 1:]) / self.u_std.unsqueeze(0)) ** 2
-        per_sample = err.flatten(1).mean(1)
+        per_sample, penalty = self.objective(pred, states, env)
         data_loss = per_sample.mean()
-        # Penalties that depend on states (LEADS' ||g_e(x)||) see the observed ones, normalised.
-        x = (states - self.u_mean) / self.u_std
-        penalty = self.model.penalty(x.flatten(0, 1), env.repeat_interleave(states.shape[1]))
         loss = data_loss + penalty
         self._check_loss(loss, per_sample, env)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(env))

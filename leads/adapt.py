@@ -4,6 +4,11 @@ Only environment-specific parameters are fitted (contexts for ``lowrank``/``coda
 for ``lora``, ``g_e`` for ``leads``, a whole network for ``per_env``); ``erm`` has none and is
 scored zero-shot. Fitting uses ``k`` trajectories per new environment and keeps the parameters
 that did best on separate validation trajectories, never on test data.
+
+A step that makes the rollout loss non-finite (a whole network moved too far for a long
+rollout) is undone: the last finite parameters are restored and the learning rate is divided by
+``BACKTRACK_FACTOR``, at most ``MAX_BACKTRACKS`` times, rather than ending adaptation at the
+initial weights.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ from leads.evaluate import flatten_trajectories
 from leads.metrics import relative_l2
 from leads.module import Forecaster
 
+BACKTRACK_FACTOR = 10.0
+MAX_BACKTRACKS = 6
+
 
 @dataclass
 class Adapted:
@@ -31,6 +39,7 @@ class Adapted:
     best_val_rel_l2: float
     n_adapted_params: int  # per environment
     shots: int
+    lr: float = math.nan   # the learning rate in use at the end (lower than cfg["lr"] after backtracking)
 
 
 def adapt_to_new_environments(
@@ -69,7 +78,8 @@ def adapt_to_new_environments(
     x, env = (a.to(device) for a in flatten_trajectories(adapt_states, shots))
     xv, envv = (a.to(device) for a in flatten_trajectories(val_states))
     t = t.to(device, x.dtype)
-    opt = torch.optim.Adam(params, lr=cfg["lr"])
+    lr = float(cfg["weights_lr"] if new.model.adapts_weights else cfg["lr"])
+    opt = torch.optim.Adam(params, lr=lr)
 
     def val_error() -> float:
         new.eval()
@@ -78,12 +88,20 @@ def adapt_to_new_environments(
         return err if math.isfinite(err) else math.inf
 
     best, best_step, best_state, since, step = val_error(), 0, _snapshot(params), 0, 0
+    last_finite, backtracks = best_state, 0
     for step in range(1, cfg["steps"] + 1):
         new.train()
         opt.zero_grad(set_to_none=True)
         loss = _loss(new, x, t, env)
         if not torch.isfinite(loss):
-            break
+            if backtracks == MAX_BACKTRACKS:
+                break
+            backtracks += 1
+            _restore(params, last_finite)
+            lr /= BACKTRACK_FACTOR
+            opt = torch.optim.Adam(params, lr=lr)  # fresh moments: the old ones led here
+            continue
+        last_finite = _snapshot(params)
         loss.backward()
         opt.step()
         if step % cfg["val_every"] == 0:
@@ -94,12 +112,10 @@ def adapt_to_new_environments(
                 since += 1
                 if since >= cfg["patience"]:
                     break
-    with torch.no_grad():
-        for p, s in zip(params, best_state):
-            p.copy_(s)
+    _restore(params, best_state)
     for p in params:
         p.requires_grad_(False)
-    return Adapted(new.eval(), step, best_step, time.perf_counter() - start, best, n_per_env, shots)
+    return Adapted(new.eval(), step, best_step, time.perf_counter() - start, best, n_per_env, shots, lr)
 
 
 def _loss(module: Forecaster, x: torch.Tensor, t: torch.Tensor, env: torch.Tensor) -> torch.Tensor:
@@ -122,3 +138,9 @@ def _check(adapt_states: torch.Tensor, val_states: torch.Tensor, env_names: list
 
 def _snapshot(params: list[torch.nn.Parameter]) -> list[torch.Tensor]:
     return [p.detach().clone() for p in params]
+
+
+def _restore(params: list[torch.nn.Parameter], values: list[torch.Tensor]) -> None:
+    with torch.no_grad():
+        for p, v in zip(params, values, strict=True):
+            p.copy_(v)

@@ -59,6 +59,7 @@ RULES: dict[str, Rule] = {
     "adapt.shots": _int(1),
     "adapt.steps": _int(0),
     "adapt.lr": _number(0, open_low=True),
+    "adapt.weights_lr": _number(0, open_low=True),
     "adapt.val_every": _int(1),
     "adapt.patience": _int(1),
 }

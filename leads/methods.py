@@ -26,14 +26,14 @@ Methods (``method_cfg`` = ``name`` and the keys below, with defaults) and the in
 ``reset_environments`` accepts (the first is ``default``):
 
 - ``erm``: one network, ``env`` ignored. Nothing to adapt; every init is accepted.
-- ``per_env``: one network per environment. Inits ``random`` (as at construction), ``mean``
-  (of the old environments' weights).
+- ``per_env``: one network per environment. Inits ``mean`` (of the old environments' weights),
+  ``random`` (as at construction).
 - ``leads`` (``lambda=1e-3``; ``g_backbone={}``: overrides of the backbone config for ``g``):
   ``f(u) + g_e(u)``, ``g_e`` a per-environment network; penalty
   ``lambda · Σ_e mean_{b in e} ‖g_e(u_b)‖²/‖u_b‖²`` over the environments present in ``env``
   (norms over the whole state; LEADS' code takes them per grid point for fields). LEADS'
-  spectral-norm term is not implemented. Inits ``random`` (as in training), ``zero`` (random
-  with a zero output layer, so ``g_e = 0`` at the start), ``mean``.
+  spectral-norm term is not implemented. Inits ``zero`` (random with a zero output layer, so
+  a new environment starts from ``f`` alone), ``random`` (as in training), ``mean``.
 - ``coda`` (``dim=2, l1_hyper=1e-6, l2_context=1e-4``): ``θ_e = θ + W ξ_e``, ``ξ_e ∈ R^dim``
   shared by all layers, starting at zero; penalty ``l1_hyper · Σ_rows ‖W_i‖₂ + l2_context · ‖Ξ‖²``.
   Inits ``mean`` (of the old contexts), ``zero``.
@@ -72,6 +72,9 @@ class EnvModel(nn.Module):
     name: ClassVar[str]
     defaults: ClassVar[dict[str, Any]] = {}
     inits: ClassVar[tuple[str, ...]]  # accepted by reset_environments, the first is the default
+    # Whether env_parameters() are weight tensors (adapted at adapt.weights_lr) rather than
+    # low-dimensional codes (adapt.lr): a step size good for a context wrecks a network.
+    adapts_weights: ClassVar[bool] = False
 
     def __init__(self, backbone_cfg: dict[str, Any], method_cfg: dict[str, Any],
                  state_shape: tuple[int, ...], n_envs: int) -> None:
@@ -190,7 +193,8 @@ class ERM(_SingleNetwork):
 
 class PerEnv(_SingleNetwork):
     name = "per_env"
-    inits = ("random", "mean")
+    adapts_weights = True
+    inits = ("mean", "random")
 
     def _make_layer(self, op: Op) -> nn.Module:
         return PerEnvLayer(op, self.n_envs)
@@ -256,6 +260,7 @@ class Coda(_Contextual):
 
 class Lora(_SingleNetwork):
     name = "lora"
+    adapts_weights = True
     defaults = {"rank": 2}
     inits = ("zero", "mean")
 
@@ -265,8 +270,9 @@ class Lora(_SingleNetwork):
 
 class Leads(EnvModel):
     name = "leads"
+    adapts_weights = True
     defaults = {"lambda": 1e-3, "g_backbone": {}}
-    inits = ("random", "zero", "mean")
+    inits = ("zero", "random", "mean")
 
     def __init__(self, backbone_cfg: dict[str, Any], method_cfg: dict[str, Any],
                  state_shape: tuple[int, ...], n_envs: int) -> None:

@@ -19,7 +19,7 @@ from tiny import tiny_config
 
 from envs import get_system
 from envs.errors import UserError
-from leads.adapt import adapt_to_new_environments
+from leads.adapt import BACKTRACK_FACTOR, adapt_to_new_environments
 from leads.cli import main
 from leads.config import load_config
 from leads.fewshot import shot_counts
@@ -37,7 +37,7 @@ ADAPTED = {
     "lowrank": lambda name: name == "contexts",
     "lora": lambda name: "lora_A" in name or "lora_B" in name,
 }
-ADAPT = {"shots": 2, "steps": 15, "lr": 1e-2, "val_every": 1, "patience": 15, "init": "mean"}
+ADAPT = {"shots": 2, "steps": 15, "lr": 1e-2, "weights_lr": 1e-2, "val_every": 1, "patience": 15, "init": "mean"}
 
 
 def _decay_data(n_env: int, n_traj: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,6 +96,30 @@ def test_adaptation_fits_only_the_first_k_trajectories():
     b = adapt_to_new_environments(module, states[:, :1], states[:, :1], t, ["x", "y"], {**ADAPT, "shots": 1})
     assert torch.equal(a.module.model.contexts, b.module.model.contexts)
     assert a.steps == b.steps and a.best_step > 0
+
+
+@pytest.mark.parametrize("method", ["per_env", "leads"])
+def test_a_step_that_makes_the_loss_non_finite_is_undone_at_a_lower_learning_rate(method):
+    # Whole networks moved by lr=1e3 blow a rollout up at the second step; adaptation used to
+    # stop there. It must restore the last finite weights, lower the rate and carry on.
+    module = _module(method)
+    states, t = _decay_data(2, 2, seed=2)
+    cfg = {**ADAPT, "weights_lr": 1e3, "steps": 40, "init": "default"}
+    adapted = adapt_to_new_environments(module, states, states, t, ["x", "y"], cfg)
+    backtracks = math.log(cfg["weights_lr"] / adapted.lr, BACKTRACK_FACTOR)
+    assert backtracks >= 1, "no backtracking happened: the test no longer exercises it"
+    assert abs(backtracks - round(backtracks)) < 1e-9, "weights_lr was not the starting rate"
+    assert adapted.steps > cfg["patience"], "adaptation ended at the non-finite step"
+    start = adapt_to_new_environments(module, states, states, t, ["x", "y"], {**cfg, "steps": 0})
+    assert math.isfinite(adapted.best_val_rel_l2) and adapted.best_val_rel_l2 <= start.best_val_rel_l2
+
+
+@pytest.mark.parametrize("method", ["lowrank", "coda", "lora", "per_env", "leads"])
+def test_contexts_adapt_at_lr_and_weight_tensors_at_weights_lr(method):
+    states, t = _decay_data(2, 2, seed=2)
+    cfg = {**ADAPT, "lr": 3e-3, "weights_lr": 7e-4, "steps": 3}
+    adapted = adapt_to_new_environments(_module(method), states, states, t, ["x", "y"], cfg)
+    assert adapted.lr == (7e-4 if method in ("lora", "per_env", "leads") else 3e-3)
 
 
 @pytest.mark.parametrize("shots", [0, 4, -1])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,8 +120,10 @@ def trainer_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> TrainedRun:
-    """Train ``cfg`` (a resolved config) and return its best checkpoint chosen on validation."""
+def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True,
+          callbacks: Sequence[pl.Callback] = ()) -> TrainedRun:
+    """Train ``cfg`` (a resolved config) and return its best checkpoint chosen on validation.
+    ``callbacks`` are added to Lightning's (benchmarks use them to trace validation error)."""
     system = system_of(cfg)
     run_dir, run_id = claim_run_dir(cfg, resume)
     ckpt_dir = run_dir / "checkpoints"
@@ -157,7 +160,7 @@ def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> T
         num_sanity_val_steps=0,
         gradient_clip_val=tc["grad_clip"] or None,
         logger=logger if logger is not None else False,
-        callbacks=[clock, checkpoint, last_checkpoint],
+        callbacks=[clock, checkpoint, last_checkpoint, *callbacks],
         plugins=[AtomicCheckpointIO()],
         use_distributed_sampler=False,  # the datamodule shards training batches itself (datasets/sharding.py)
         enable_progress_bar=progress,

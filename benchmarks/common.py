@@ -1,0 +1,69 @@
+"""What the benchmark scripts share: finding trained checkpoints, timing, writing results."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "out"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from envs.errors import UserError  # noqa: E402
+
+T = TypeVar("T")
+
+
+def latest_checkpoint(runs_dir: Path, system: str, method: str, seed: int) -> Path:
+    """The best checkpoint of the newest finished ``<method>-s<seed>-*`` run of ``system``."""
+    runs = sorted((p for p in (runs_dir / system).glob(f"{method}-s{seed}-*")
+                   if (p / "state.json").is_file() and (p / "checkpoints" / "best.ckpt").is_file()),
+                  key=lambda p: (p / "state.json").stat().st_mtime)
+    if not runs:
+        raise UserError(f"no finished {method} run with seed {seed} under {runs_dir / system}; train one with "
+                        f"`python run.py --env {system} --method {method} --seed {seed}` or pass --ckpt")
+    return runs[-1] / "checkpoints" / "best.ckpt"
+
+
+def best_time(repeat: int, fn: Callable[[], T]) -> tuple[T, float]:
+    """``fn()``'s result and its fastest wall time over ``repeat`` runs (after one warm-up)."""
+    out = fn()
+    best = math.inf
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - start)
+    return out, best
+
+
+def machine() -> dict[str, Any]:
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+
+
+def write_json(name: str, data: Any) -> Path:
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / name
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"machine": machine(), "results": data}, indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A Markdown table, as pasted into BENCHMARKS.md."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)

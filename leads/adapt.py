@@ -5,6 +5,10 @@ for ``lora``, ``g_e`` for ``leads``, a whole network for ``per_env``); ``erm`` h
 scored zero-shot. Fitting uses ``k`` trajectories per new environment and keeps the parameters
 that did best on separate validation trajectories, never on test data.
 
+The optimizer (``adapt.optimizer``, default ``auto``): full-batch L-BFGS with a strong-Wolfe line
+search, one iteration per step, for the few numbers of a context (it reaches in a handful of
+iterations what Adam needs tens of steps for); Adam, as in training, for weight tensors.
+
 A step that makes the rollout loss non-finite (a whole network moved too far for a long
 rollout) is undone: the last finite parameters are restored and the learning rate is divided by
 ``BACKTRACK_FACTOR``, at most ``MAX_BACKTRACKS`` times, rather than ending adaptation at the
@@ -27,6 +31,8 @@ from leads.evaluate import flatten_trajectories
 from leads.metrics import relative_l2
 from leads.module import Forecaster
 
+OPTIMIZERS = ("auto", "adam", "lbfgs")
+LINE_SEARCH_EVALS = 20
 BACKTRACK_FACTOR = 10.0
 MAX_BACKTRACKS = 6
 
@@ -40,7 +46,8 @@ class Adapted:
     best_val_rel_l2: float
     n_adapted_params: int  # per environment
     shots: int
-    lr: float = math.nan   # the learning rate in use at the end (lower than cfg["lr"] after backtracking)
+    lr: float = math.nan   # the learning rate in use at the end (lower than at the start after backtracking)
+    optimizer: str = ""
 
 
 def adapt_to_new_environments(
@@ -82,8 +89,17 @@ def adapt_to_new_environments(
     x, env = (a.to(device) for a in flatten_trajectories(adapt_states, shots))
     xv, envv = (a.to(device) for a in flatten_trajectories(val_states))
     t = t.to(device, x.dtype)
-    lr = float(cfg["weights_lr"] if new.model.adapts_weights else cfg["lr"])
-    opt = torch.optim.Adam(params, lr=lr)
+    optimizer = _optimizer_name(cfg, new.model.adapts_weights)
+    # L-BFGS finds its step by line search: its lr is the first trial step, 1 unless backtracked.
+    lr = 1.0 if optimizer == "lbfgs" else float(cfg["weights_lr"] if new.model.adapts_weights else cfg["lr"])
+    opt = _make_optimizer(optimizer, params, lr)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad(set_to_none=True)
+        loss = _loss(new, x, t, env)
+        if torch.isfinite(loss):
+            loss.backward()
+        return loss
 
     excluded = 0.0
 
@@ -102,19 +118,23 @@ def adapt_to_new_environments(
     last_finite, backtracks = best_state, 0
     for step in range(1, cfg["steps"] + 1):
         new.train()
-        opt.zero_grad(set_to_none=True)
-        loss = _loss(new, x, t, env)
-        if not torch.isfinite(loss):
+        before = _snapshot(params)
+        if optimizer == "adam":
+            loss = closure()
+            if torch.isfinite(loss):
+                opt.step()
+        else:
+            loss = opt.step(closure)  # the loss before the step; the line search may leave a bad point
+        if torch.isfinite(loss):
+            last_finite = before
+        if not torch.isfinite(loss) or not all(bool(torch.isfinite(p).all()) for p in params):
             if backtracks == MAX_BACKTRACKS:
                 break
             backtracks += 1
             _restore(params, last_finite)
             lr /= BACKTRACK_FACTOR
-            opt = torch.optim.Adam(params, lr=lr)  # fresh moments: the old ones led here
+            opt = _make_optimizer(optimizer, params, lr)  # fresh state: the old one led here
             continue
-        last_finite = _snapshot(params)
-        loss.backward()
-        opt.step()
         if step % cfg["val_every"] == 0:
             err = val_error(step)
             if err < best:
@@ -127,7 +147,7 @@ def adapt_to_new_environments(
     for p in params:
         p.requires_grad_(False)
     seconds = time.perf_counter() - start - excluded
-    return Adapted(new.eval(), step, best_step, seconds, best, n_per_env, shots, lr)
+    return Adapted(new.eval(), step, best_step, seconds, best, n_per_env, shots, lr, optimizer)
 
 
 def _loss(module: Forecaster, x: torch.Tensor, t: torch.Tensor, env: torch.Tensor) -> torch.Tensor:
@@ -146,6 +166,26 @@ def _check(adapt_states: torch.Tensor, val_states: torch.Tensor, env_names: list
     if not n_env == val_states.shape[0] == len(env_names):
         raise UserError(f"adaptation got {n_env} environments of adaptation data, {val_states.shape[0]} of "
                         f"validation data and {len(env_names)} names; they must agree")
+
+
+def _optimizer_name(cfg: dict[str, Any], adapts_weights: bool) -> str:
+    name = cfg.get("optimizer", "auto")
+    if name not in OPTIMIZERS:
+        raise UserError(f"unknown adapt.optimizer '{name}'; choose one of: {', '.join(OPTIMIZERS)}")
+    if name == "auto":
+        # A handful of context numbers: full-batch quasi-Newton converges in a few iterations;
+        # whole networks: Adam, as in training.
+        return "adam" if adapts_weights else "lbfgs"
+    return name
+
+
+def _make_optimizer(name: str, params: list[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    # One iteration per step, but room for the line search: max_eval defaults to 1.25 * max_iter,
+    # which at max_iter=1 leaves the line search no evaluation and the step at zero.
+    return torch.optim.LBFGS(params, lr=lr, max_iter=1, max_eval=LINE_SEARCH_EVALS + 1, history_size=10,
+                             line_search_fn="strong_wolfe")
 
 
 def _snapshot(params: list[torch.nn.Parameter]) -> list[torch.Tensor]:

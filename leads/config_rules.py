@@ -60,6 +60,7 @@ RULES: dict[str, Rule] = {
     "adapt.steps": _int(0),
     "adapt.lr": _number(0, open_low=True),
     "adapt.weights_lr": _number(0, open_low=True),
+    "adapt.optimizer": _choice("auto", "adam", "lbfgs"),
     "adapt.val_every": _int(1),
     "adapt.patience": _int(1),
 }

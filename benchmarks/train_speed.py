@@ -35,12 +35,10 @@ import pytorch_lightning as pl
 import torch
 from common import ROOT, table, write_json
 
-from datasets import TrajectoryDataModule, load_split
 from envs import SYSTEMS
 from leads.config import load_config
 from leads.methods import METHODS
-from leads.module import Forecaster
-from leads.train import env_label, system_of, train, trainer_kwargs
+from leads.train import data_and_model, train, trainer_kwargs
 
 
 def _rss_mib() -> float:
@@ -76,14 +74,7 @@ def throughput(system_name: str, method: str, profile: str, steps: int, warmup: 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(system_name, profile, [f"method={method}", f"runs_dir={tmp}", "logger=none",
                                                   f"device={device}"])
-        system = system_of(cfg)
-        dm = TrajectoryDataModule(system, cfg["data"])
-        dm.prepare_data()
-        dm.setup("fit")
-        data = load_split(dm.paths["train"])
-        module = Forecaster(cfg, system.state_shape, [env_label(e) for e in system.train_envs])
-        states = data.states.flatten(0, 1)
-        module.fit_normalization(states, torch.as_tensor(data.t, dtype=states.dtype))
+        dm, module = data_and_model(cfg)
         rss_before = _rss_mib()
         timer = _Timer(warmup)
         trainer = pl.Trainer(**trainer_kwargs(cfg), max_steps=warmup + steps, limit_val_batches=0,

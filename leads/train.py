@@ -120,11 +120,25 @@ def trainer_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def data_and_model(cfg: dict[str, Any]) -> tuple[TrajectoryDataModule, Forecaster]:
+    """The data module (its files generated if missing) and a fresh model whose normalisation
+    is measured on the training split."""
+    system = system_of(cfg)
+    dm = TrajectoryDataModule(system, cfg["data"])
+    dm.prepare_data()
+    dm.setup("fit")
+    train_data = load_split(dm.paths["train"])
+    module = Forecaster(cfg, system.state_shape, [env_label(e) for e in system.train_envs])
+    states = train_data.states.flatten(0, 1)
+    module.fit_normalization(states, torch.as_tensor(train_data.t, dtype=states.dtype))
+    return dm, module
+
+
 def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True,
           callbacks: Sequence[pl.Callback] = ()) -> TrainedRun:
     """Train ``cfg`` (a resolved config) and return its best checkpoint chosen on validation.
     ``callbacks`` are added to Lightning's (benchmarks use them to trace validation error)."""
-    system = system_of(cfg)
+    system_of(cfg)  # a bad system config fails here, before a run directory is made
     run_dir, run_id = claim_run_dir(cfg, resume)
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
@@ -138,13 +152,7 @@ def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True,
     os.environ[RUN_DIR_ENV] = str(run_dir)
     pl.seed_everything(cfg["seed"], workers=True, verbose=False)
 
-    dm = TrajectoryDataModule(system, cfg["data"])
-    dm.prepare_data()
-    dm.setup("fit")
-    train_data = load_split(dm.paths["train"])
-    module = Forecaster(cfg, system.state_shape, [env_label(e) for e in system.train_envs])
-    states = train_data.states.flatten(0, 1)
-    module.fit_normalization(states, torch.as_tensor(train_data.t, dtype=states.dtype))
+    dm, module = data_and_model(cfg)
 
     if not child:
         remove_stale_temps(ckpt_dir)

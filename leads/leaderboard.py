@@ -182,7 +182,8 @@ def to_markdown(lb: Leaderboard) -> str:
     for block in lb.published:
         out += ["", *_published_markdown(block)]
     if not lb.published:
-        known = ", ".join(f"{p.protocol} (profile {p.profile})" for p in published_for(lb.system)) or "none"
+        known = ", ".join(f"{p.protocol} (profile {p.profile or 'none: not reproduced'})"
+                          for p in published_for(lb.system)) or "none"
         out += ["", f"No published numbers match these rows' protocol (published protocols for {lb.system}: {known})."]
     out += ["", f"Built from {lb.n_rows} rows of {len(lb.runs)} runs; commits: {', '.join(lb.commits) or '—'}."]
     return "\n".join(out) + "\n"

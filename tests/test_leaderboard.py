@@ -150,6 +150,20 @@ def test_published_entries_are_well_formed():
     assert {p.protocol for p in published_for("pendulum")} == {"GEPS"}
 
 
+def test_each_published_protocol_has_a_profile_that_reproduces_it():
+    # The profile named by an entry must generate exactly its environments, step and horizon,
+    # or its numbers would never be shown (or, worse, shown beside another protocol).
+    from envs import get_system
+    from leads.config import load_config
+    from leads.results import envs_key
+
+    for entry in (e for e in PUBLISHED if e.profile is not None):
+        cfg = load_config(entry.system, entry.profile)
+        system = get_system(entry.system, **cfg["system"])
+        assert envs_key(system, system.train_envs) == entry.train_key(), (entry.system, entry.protocol)
+        assert (system.dt, system.horizon) == (entry.dt, entry.horizon), (entry.system, entry.protocol)
+
+
 def test_leaderboard_command_writes_files_and_errors_without_rows(tmp_path, capsys):
     results = tmp_path / "results"
     argv = ["leaderboard", "--env", "gray_scott", "--set", f"results_dir={results}", "--logger", "none"]

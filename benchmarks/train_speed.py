@@ -1,9 +1,9 @@
 """Training throughput and peak memory per method and system; time for lowrank to reach a target.
 
     python benchmarks/train_speed.py [--systems gray_scott lotka_volterra ...] [--methods ...]
-        [--steps 30] [--warmup 5] [--profile quick] [--device cpu]
+        [--steps 30] [--warmup 5] [--profile quick] [--device cpu] [--set KEY=VALUE ...]
     python benchmarks/train_speed.py --to-target [--env gray_scott] [--method lowrank]
-        [--targets 5e-2 2e-2] [--max-steps 4000] [--val-every 100]
+        [--targets 5e-2 2e-2] [--max-steps 4000] [--val-every 100] [--set KEY=VALUE ...]
 
 Throughput: each (system, method) runs in a fresh process (so peak memory is its own): the
 profile's data, model and batch, ``--warmup`` Lightning training steps, then ``--steps`` timed
@@ -69,10 +69,11 @@ class _Timer(pl.Callback):
         self.seconds = time.perf_counter() - self.start
 
 
-def throughput(system_name: str, method: str, profile: str, steps: int, warmup: int, device: str) -> dict:
+def throughput(system_name: str, method: str, profile: str, steps: int, warmup: int, device: str,
+               overrides: list[str] = ()) -> dict:
     """One measurement, in this process."""
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_config(system_name, profile, [f"method={method}", f"runs_dir={tmp}", "logger=none",
+        cfg = load_config(system_name, profile, [*overrides, f"method={method}", f"runs_dir={tmp}", "logger=none",
                                                   f"device={device}"])
         dm, module = data_and_model(cfg)
         rss_before = _rss_mib()
@@ -83,8 +84,8 @@ def throughput(system_name: str, method: str, profile: str, steps: int, warmup: 
                              gradient_clip_val=cfg["train"]["grad_clip"] or None, default_root_dir=tmp)
         trainer.fit(module, datamodule=dm)
     gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
-    return {"system": system_name, "method": method, "profile": profile, "device": device,
-            "steps": steps, "seconds": timer.seconds, "steps_per_s": steps / timer.seconds,
+    return {"system": system_name, "method": method, "profile": profile, "overrides": list(overrides),
+            "device": device, "steps": steps, "seconds": timer.seconds, "steps_per_s": steps / timer.seconds,
             "traj_steps_per_s": timer.states / timer.seconds, "states_per_step": timer.states / steps,
             "n_params": sum(p.numel() for p in module.parameters()),
             "rss_before_mib": rss_before, "peak_rss_mib": _rss_mib(), "peak_gpu_mib": gpu}
@@ -104,15 +105,17 @@ class _ValTrace(pl.Callback):
 
 
 def to_target(env: str, method: str, profile: str, targets: list[float], max_steps: int, val_every: int,
-              device: str) -> dict:
+              device: str, overrides: list[str] = ()) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_config(env, profile, [f"method={method}", f"runs_dir={tmp}", "logger=none", f"device={device}",
-                                         f"train.max_steps={max_steps}", f"train.val_every={val_every}"])
+        cfg = load_config(env, profile, [*overrides, f"method={method}", f"runs_dir={tmp}", "logger=none",
+                                         f"device={device}", f"train.max_steps={max_steps}",
+                                         f"train.val_every={val_every}"])
         trace = _ValTrace()
         train(cfg, progress=False, callbacks=[trace])
     reached = {str(target): next(({"step": s, "seconds": sec} for s, sec, e in trace.trace if e <= target), None)
                for target in targets}
-    return {"system": env, "method": method, "profile": profile, "device": device, "max_steps": max_steps,
+    return {"system": env, "method": method, "profile": profile, "overrides": list(overrides), "device": device,
+            "max_steps": max_steps,
             "val_every": val_every, "reached": reached, "trace": trace.trace}
 
 
@@ -130,14 +133,17 @@ def main() -> None:
     p.add_argument("--targets", nargs="+", type=float, default=[5e-2, 2e-2])
     p.add_argument("--max-steps", type=int, default=4000)
     p.add_argument("--val-every", type=int, default=100)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, as in run.py (repeatable)")
     p.add_argument("--one", nargs=2, metavar=("SYSTEM", "METHOD"), help=argparse.SUPPRESS)  # child process
     args = p.parse_args()
 
     if args.one:
-        print(json.dumps(throughput(*args.one, args.profile, args.steps, args.warmup, args.device)))
+        print(json.dumps(throughput(*args.one, args.profile, args.steps, args.warmup, args.device, args.set)))
         return
     if args.to_target:
-        r = to_target(args.env, args.method, args.profile, args.targets, args.max_steps, args.val_every, args.device)
+        r = to_target(args.env, args.method, args.profile, args.targets, args.max_steps, args.val_every, args.device,
+                      args.set)
         print(table(["system", "method", "target val rel. L2", "step", "seconds"],
                     [[r["system"], r["method"], f"{float(t):.0e}", *(("not reached", "—") if hit is None else
                       (hit["step"], f"{hit['seconds']:.0f}"))] for t, hit in r["reached"].items()]))
@@ -147,7 +153,8 @@ def main() -> None:
     for system in args.systems:
         for method in args.methods:
             out = subprocess.run([sys.executable, __file__, "--one", system, method, "--profile", args.profile,
-                                  "--steps", str(args.steps), "--warmup", str(args.warmup), "--device", args.device],
+                                  "--steps", str(args.steps), "--warmup", str(args.warmup), "--device", args.device,
+                                  *(f"--set={o}" for o in args.set)],
                                  capture_output=True, text=True, cwd=ROOT)
             if out.returncode:
                 raise SystemExit(f"{system}/{method} failed:\n{out.stderr[-2000:]}")

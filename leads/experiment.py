@@ -129,7 +129,7 @@ def _run_info(cfg: dict[str, Any], module: Forecaster, run_id: str, train_second
     system = system_of(cfg)
     return {"run_id": run_id, "eval_id": uuid.uuid4().hex[:12], "time": now(), "system": cfg["system_name"],
             "method": cfg["method"], "seed": cfg["seed"], "profile": cfg["profile"],
-            "train_seconds": float(train_seconds),
+            "train_seconds": float(train_seconds), "train_steps": int(cfg["train"]["max_steps"]),
             "n_trained_params": sum(p.numel() for p in module.model.parameters()),
             "git_commit": git_commit(), "config_hash": study_hash(cfg), "ckpt": str(ckpt),
             "train_envs_key": envs_key(system, system.train_envs), "dt": system.dt, "horizon": system.horizon}

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from leads.evaluate import METRICS
 from leads.metrics import mean_std
 from leads.published import Published, published_for
 from leads.results import ALL
@@ -39,10 +40,23 @@ class Line:
 
 
 @dataclass
+class Ours:
+    """One method's rows beside a published entry, in the entry's metric (and its ``also_metric``)."""
+    method: str
+    seeds: int
+    in_domain: MS
+    new_envs: MS | None
+    train_steps: list[int]            # the training budgets of its runs (a reduced one must be visible)
+    train_seconds: float              # mean over seeds
+    adapt_seconds: float              # mean over seeds and held-out sets
+    also: tuple[MS, MS | None] | None = None  # in-domain, new environments in ``entry.also_metric``
+
+
+@dataclass
 class PublishedBlock:
     entry: Published
     heldout_set: str | None
-    ours: list[tuple[str, int, MS, MS | None]]  # method, seeds, in-domain, new environments
+    ours: list[Ours]
 
 
 @dataclass
@@ -140,12 +154,26 @@ def _published(rows: list[dict[str, Any]], system: str, shots: int) -> list[Publ
         if not same or (held_key is not None and not matched):
             continue
         held = matched[0] if matched else None
-        in_domain = _per_seed(same, "in_domain", entry.metric)
-        new_envs = _per_seed(same, held, entry.metric) if held else {}
-        ours = [(m, len({s for (mm, s) in in_domain if mm == m}), _over_seeds(in_domain, m),
-                 _over_seeds(new_envs, m) if held else None) for m in sorted({m for m, _ in in_domain})]
+        ours = []
+        for m in sorted({r["method"] for r in same if r["split"] == "in_domain"}):
+            mine = [r for r in same if r["method"] == m]
+            runs = {r["seed"]: r for r in mine if r["split"] == "in_domain"}
+            ours.append(Ours(
+                method=m, seeds=len(runs), **dict(zip(("in_domain", "new_envs"), _pair(mine, held, entry.metric))),
+                train_steps=sorted({int(r["train_steps"]) for r in runs.values() if r.get("train_steps")}),
+                train_seconds=_mean([r.get("train_seconds") for r in runs.values()]),
+                adapt_seconds=_mean([r.get("adapt_seconds") for r in mine if r["split"] == held
+                                     and r["environment"] == ALL and r["metric"] == entry.metric]),
+                also=_pair(mine, held, entry.also_metric) if entry.also_metric else None))
         blocks.append(PublishedBlock(entry, held, ours))
     return blocks
+
+
+def _pair(rows: list[dict[str, Any]], held: str | None, metric: str) -> tuple[MS, MS | None]:
+    """One method's (in-domain, new environments) in ``metric``, mean ± std over seeds."""
+    method = rows[0]["method"]
+    return (_over_seeds(_per_seed(rows, "in_domain", metric), method),
+            _over_seeds(_per_seed(rows, held, metric), method) if held else None)
 
 
 # ---------------------------------------------------------------------------------- output
@@ -198,8 +226,15 @@ def _published_markdown(block: PublishedBlock) -> list[str]:
              f"| method | in-domain | {new} | source |", "|---|---|---|---|"]
     for method, (ind, held) in e.numbers.items():
         lines.append(f"| {method} | {_fmt(ind, e.scale)} | {_fmt(held, e.scale)} | published |")
-    for method, n, ind, held in block.ours:
-        lines.append(f"| {method} | {_fmt(ind)} | {_fmt(held)} | ours, {n} seed(s) |")
+    for o in block.ours:
+        budget = "/".join(str(n) for n in o.train_steps) or "?"
+        cost = f"{o.train_seconds:.0f} s training" + ("" if math.isnan(o.adapt_seconds) else
+                                                      f" + {o.adapt_seconds:.0f} s adaptation")
+        source = f"ours, {o.seeds} seed(s), {budget} training steps, {cost} per run"
+        lines.append(f"| {o.method} | {_fmt(o.in_domain)} | {_fmt(o.new_envs)} | {source} |")
+        if o.also is not None:
+            lines.append(f"| {o.method} ({e.also_metric}: {METRICS[e.also_metric]}) | {_fmt(o.also[0])} | "
+                         f"{_fmt(o.also[1])} | {source} |")
     return lines
 
 

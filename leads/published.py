@@ -36,6 +36,7 @@ class Published:
     shots: int | None = 1             # adaptation trajectories per new environment
     note: str = ""
     profile: str | None = field(default="paper")  # the config profile that follows it; None: none does
+    also_metric: str | None = None    # a second metric of ours to show beside it (e.g. without t=0)
 
     def train_key(self) -> str:
         return envs_key(get_system(self.system), list(self.train_envs))
@@ -78,7 +79,7 @@ PUBLISHED: list[Published] = [
         heldout_envs=None, dt=0.5, horizon=9.5, metric="mse_t0", scale=1e-3, shots=None,
         numbers={"LEADS": ((1.16, 0.99), None)},
         note="test MSE including t=0; their ± is over test batches",
-        profile="paper_leads",
+        profile="paper_leads", also_metric="mse",
     ),
     Published(
         system="gray_scott", protocol="LEADS", source="Yin et al., LEADS, NeurIPS 2021 (README of the code)",

@@ -21,18 +21,18 @@ GEPS = next(p for p in PUBLISHED if p.system == "gray_scott" and p.protocol == "
 def _scores(values: list[float]) -> Scores:
     v = np.asarray(values, dtype=float)
     n = len(v)
-    return Scores(env=np.arange(n) % 2, rel_l2=v, mse=v**2, rel_l2_extrap=2 * v, rel_l2_full=1.5 * v, mse_t0=v**2,
+    return Scores(env=np.arange(n) % 2, rel_l2=v, mse=v**2, rel_l2_extrap=2 * v, rel_l2_full=1.5 * v, mse_t0=0.5 * v**2,
                   per_step=np.zeros((n, 3)), t=np.arange(4.0))
 
 
 def _rows(method: str, seed: int, errors: dict[str, list[float]], *, profile: str = "quick", time: str = "t0",
           shots: int = 1, heldout_key: str = "k", train_key: str = "tk", dt: float = 10.0,
-          horizon: float = 200.0) -> list[dict]:
+          horizon: float = 200.0, system: str = "gray_scott", train_steps: int = 1500) -> list[dict]:
     """Rows of one evaluation; ``errors[split]`` are per-trajectory relative L2 errors."""
-    base = {"run_id": f"{method}-{seed}", "eval_id": f"{method}-{seed}-{time}", "time": time, "system": "gray_scott",
+    base = {"run_id": f"{method}-{seed}", "eval_id": f"{method}-{seed}-{time}", "time": time, "system": system,
             "method": method, "seed": seed, "profile": profile, "train_seconds": 10.0 + seed,
-            "n_trained_params": 1000, "git_commit": "abc", "config_hash": "h", "train_envs_key": train_key,
-            "dt": dt, "horizon": horizon}
+            "train_steps": train_steps, "n_trained_params": 1000, "git_commit": "abc", "config_hash": "h",
+            "train_envs_key": train_key, "dt": dt, "horizon": horizon}
     rows = []
     for split, values in errors.items():
         held = split != "in_domain"
@@ -133,7 +133,9 @@ def test_published_numbers_only_beside_rows_of_the_same_protocol():
     md = leaderboard.to_markdown(lb)
     assert "Published results: GEPS" in md and "| GEPS | 2.220e-02 ± 1.8e-03 | 1.860e-02 ± 2.1e-02 | published |" in md
     # ours in the same metric (relative L2 over the whole trajectory: 1.5x rel_l2 in these fake scores)
-    assert "| lowrank | 3.000e-02 ± 0.0e+00 | 6.000e-02 ± 0.0e+00 | ours, 1 seed(s) |" in md
+    # with its training budget and cost, so a reduced budget cannot pass for the published one
+    assert ("| lowrank | 3.000e-02 ± 0.0e+00 | 6.000e-02 ± 0.0e+00 | ours, 1 seed(s), 1500 training steps, "
+            "10 s training + 2 s adaptation per run |") in md
     for other in (dict(profile="quick"), dict(heldout_key="elsewhere"), dict(train_key="other"), dict(dt=20.0),
                   dict(shots=2)):
         rows = _geps_rows(**other)
@@ -142,9 +144,28 @@ def test_published_numbers_only_beside_rows_of_the_same_protocol():
         assert "No published numbers match" in leaderboard.to_markdown(lb)
 
 
+def test_published_block_shows_a_second_metric_and_mixed_budgets():
+    # LEADS' LV number includes t=0; ours is shown with (mse_t0) and without (mse) it.
+    lv = next(p for p in PUBLISHED if p.system == "lotka_volterra" and p.protocol == "LEADS")
+    system = get_system("lotka_volterra")
+    keys = dict(profile="paper_leads", system="lotka_volterra", dt=0.5, horizon=9.5,
+                train_key=envs_key(system, list(lv.train_envs)))
+    rows = _rows("lowrank", 0, {"in_domain": [0.1, 0.1]}, **keys)
+    rows += _rows("lowrank", 1, {"in_domain": [0.3, 0.3]}, train_steps=120000, **keys)
+    lb = leaderboard.build(rows, "lotka_volterra", "paper_leads")
+    (block,) = lb.published
+    (ours,) = block.ours
+    assert ours.seeds == 2 and ours.train_steps == [1500, 120000] and ours.new_envs is None
+    assert ours.in_domain[0] == pytest.approx(0.5 * (0.01 + 0.09) / 2)  # mse_t0 = v**2 / 2 in these scores
+    assert ours.also[0][0] == pytest.approx((0.01 + 0.09) / 2)
+    md = leaderboard.to_markdown(lb)
+    assert "| lowrank (mse: MSE over (0, T]) | 5.000e-02 ± " in md and "1500/120000 training steps" in md
+
+
 def test_published_entries_are_well_formed():
     for entry in PUBLISHED:
         assert entry.metric in METRICS and entry.scale > 0 and entry.source
+        assert entry.also_metric is None or entry.also_metric in METRICS
         assert entry.train_key() and (entry.heldout_envs is None or entry.heldout_key())
         assert all(ind is not None or held is not None for ind, held in entry.numbers.values())
     assert {p.protocol for p in published_for("pendulum")} == {"GEPS"}

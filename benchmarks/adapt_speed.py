@@ -79,9 +79,10 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shots", type=int, default=None)
     p.add_argument("--runs-dir", type=Path, default=ROOT / "runs")
+    p.add_argument("--profile", default="quick", help="use the latest run of this config profile")
     args = p.parse_args()
-    results = [measure(latest_checkpoint(args.runs_dir, args.env, m, args.seed), args.env, args.set, args.index,
-                       args.shots) for m in args.methods]
+    results = [measure(latest_checkpoint(args.runs_dir, args.env, m, args.seed, args.profile), args.env, args.set,
+                       args.index, args.shots) for m in args.methods]
 
     def fmt(x: float | None, spec: str) -> str:
         return "not reached" if x is None else format(x, spec)

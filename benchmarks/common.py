@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out"
@@ -24,14 +25,21 @@ from envs.errors import UserError  # noqa: E402
 T = TypeVar("T")
 
 
-def latest_checkpoint(runs_dir: Path, system: str, method: str, seed: int) -> Path:
-    """The best checkpoint of the newest finished ``<method>-s<seed>-*`` run of ``system``."""
+def _profile(run_dir: Path) -> str | None:
+    path = run_dir / "config.yaml"
+    return yaml.safe_load(path.read_text()).get("profile") if path.is_file() else None
+
+
+def latest_checkpoint(runs_dir: Path, system: str, method: str, seed: int, profile: str = "quick") -> Path:
+    """The best checkpoint of the newest finished ``<method>-s<seed>-*`` run of ``system`` in ``profile``."""
     runs = sorted((p for p in (runs_dir / system).glob(f"{method}-s{seed}-*")
-                   if (p / "state.json").is_file() and (p / "checkpoints" / "best.ckpt").is_file()),
+                   if (p / "state.json").is_file() and (p / "checkpoints" / "best.ckpt").is_file()
+                   and _profile(p) == profile),
                   key=lambda p: (p / "state.json").stat().st_mtime)
     if not runs:
-        raise UserError(f"no finished {method} run with seed {seed} under {runs_dir / system}; train one with "
-                        f"`python run.py --env {system} --method {method} --seed {seed}` or pass --ckpt")
+        raise UserError(f"no finished {method} run with seed {seed} and profile {profile} under {runs_dir / system}; "
+                        f"train one with `python run.py --env {system} --method {method} --seed {seed} "
+                        f"--profile {profile}` or pass --ckpt")
     return runs[-1] / "checkpoints" / "best.ckpt"
 
 

@@ -59,11 +59,12 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ckpt", type=Path, default=None, help="score this checkpoint instead of the latest runs")
     p.add_argument("--runs-dir", type=Path, default=ROOT / "runs")
+    p.add_argument("--profile", default="quick", help="use the latest run of this config profile")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
     ckpts = [args.ckpt] if args.ckpt else \
-        [latest_checkpoint(args.runs_dir, args.env, m, args.seed) for m in args.methods]
+        [latest_checkpoint(args.runs_dir, args.env, m, args.seed, args.profile) for m in args.methods]
     results = [measure(c, args.env, args.repeat, args.device) for c in ckpts]
     print(table(["system", "method", "trajectories × steps", "solver (traj/s)", "model (traj/s)", "speed-up",
                  "model rel. L2 (0,T]", "model rel. L2 (0,2T]"],

@@ -37,6 +37,25 @@ def test_missing_trained_run_is_one_line_naming_the_command(tmp_path):
     assert "\n" not in str(e.value)
 
 
+def test_latest_checkpoint_is_the_newest_finished_run_of_the_profile(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from common import latest_checkpoint
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    for name, profile in (("lowrank-s0-old", "quick"), ("lowrank-s0-new", "quick"), ("lowrank-s0-paper", "paper")):
+        run = tmp_path / "gray_scott" / name
+        (run / "checkpoints").mkdir(parents=True)
+        (run / "checkpoints" / "best.ckpt").write_bytes(b"")
+        (run / "config.yaml").write_text(f"profile: {profile}\n")
+        (run / "state.json").write_text("{}")
+        time.sleep(0.02)  # distinct modification times
+    assert latest_checkpoint(tmp_path, "gray_scott", "lowrank", 0).parent.parent.name == "lowrank-s0-new"
+    assert latest_checkpoint(tmp_path, "gray_scott", "lowrank", 0, "paper").parent.parent.name == "lowrank-s0-paper"
+    with pytest.raises(UserError, match="profile paper_leads"):
+        latest_checkpoint(tmp_path, "gray_scott", "lowrank", 0, "paper_leads")
+
+
 def test_on_check_sees_every_validation_and_its_time_is_not_counted():
     from test_harness import ADAPT, _decay_data, _module
 

@@ -164,7 +164,7 @@ def _leaderboard(args: argparse.Namespace) -> int:
 
 
 def _write_leaderboard(cfg: dict[str, Any], shots: int) -> str:
-    """Rebuild ``leaderboard.md``/``.csv`` of ``cfg``'s system and profile; log it to W&B if active."""
+    """Rebuild ``leaderboard_<profile>.md``/``.csv`` of ``cfg``'s system; log it to W&B if active."""
     import uuid
 
     from leads import leaderboard

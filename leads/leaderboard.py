@@ -259,11 +259,17 @@ def to_csv(lb: Leaderboard) -> str:
     return buf.getvalue()
 
 
+def file_stem(lb: Leaderboard) -> str:
+    """``leaderboard_<profile>[_k<shots>]``: boards of different protocols never share a file."""
+    return f"leaderboard_{lb.profile or 'all'}" + ("" if lb.shots == 1 else f"_k{lb.shots}")
+
+
 def write(lb: Leaderboard, directory: Path) -> tuple[Path, Path]:
-    """``leaderboard.md`` and ``leaderboard.csv`` in ``directory`` (replaced atomically)."""
+    """``<file_stem>.md`` and ``.csv`` in ``directory`` (replaced atomically)."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, text in (("leaderboard.md", to_markdown(lb)), ("leaderboard.csv", to_csv(lb))):
+    stem = file_stem(lb)
+    for name, text in ((f"{stem}.md", to_markdown(lb)), (f"{stem}.csv", to_csv(lb))):
         path = directory / name
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(text)

@@ -193,7 +193,12 @@ def test_leaderboard_command_writes_files_and_errors_without_rows(tmp_path, caps
     append_rows(results / "gray_scott" / "results.jsonl", _all_rows())
     assert main(argv) == 0
     out = capsys.readouterr().out
-    md = (results / "gray_scott" / "leaderboard.md").read_text()
-    assert md in out and (results / "gray_scott" / "leaderboard.csv").exists()
+    md = (results / "gray_scott" / "leaderboard_quick.md").read_text()
+    assert md in out and (results / "gray_scott" / "leaderboard_quick.csv").exists()
     assert main([*argv, "--profile", "paper"]) == 2
     assert "no rows of profile 'paper'" in capsys.readouterr().err
+    # another profile's board goes to its own file: the quick one is left as it was
+    append_rows(results / "gray_scott" / "results.jsonl", _geps_rows())
+    assert main([*argv, "--profile", "paper"]) == 0
+    assert (results / "gray_scott" / "leaderboard_quick.md").read_text() == md
+    assert "Published results: GEPS" in (results / "gray_scott" / "leaderboard_paper.md").read_text()

@@ -1,4 +1,4 @@
-"""The on-disk cache: ``<dir>/<system>/<physics hash>/<split>.h5``, checked, locked, regenerated.
+"""The on-disk cache: ``<dir>/<system>/<physics hash>/<split>-<split hash>.h5``, checked, locked, regenerated.
 
 A usable file is returned as is. A missing one is generated; an unusable one (incomplete,
 stale, wrong shape, unreadable) is reported in one warning line and regenerated. Generation
@@ -24,7 +24,7 @@ from datasets.config import DataConfig, parse_data_config
 from datasets.generate import generate_states
 from datasets.h5 import check_file, write_split
 from datasets.seeds import check_disjoint
-from datasets.splits import SplitSpec, check_set_name, parse_split, split_names, split_path, split_spec
+from datasets.splits import SplitSpec, check_set_name, parse_split, split_file, split_names, split_spec
 from envs.base import Env, System
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def _all_specs(
 def _prepare(
     system: System, cfg: DataConfig, spec: SplitSpec, progress: bool | None, device: Any
 ) -> SplitStatus:
-    path = split_path(system, cfg, spec.name)
+    path = split_file(system, cfg, spec)
     if _check(system, spec, path) is None:
         return SplitStatus(path, False)
     with file_lock(path):

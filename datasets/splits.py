@@ -6,7 +6,10 @@ and ``test_S`` on ``[0, 2*horizon]``.
 
 Two hashes: the *physics hash* (system, its config without the held-out sets, data seed) names
 the cache directory shared by all splits; the *split hash* (stored as ``config_hash`` in each
-file) covers exactly what generated that file, so a change regenerates only the files it affects.
+file, and its first characters in the file name ``<split>-<split hash>.h5``) covers exactly what
+generated that file. So a change generates only the files it affects, and two configurations
+that differ only in trajectory counts (the ``quick`` and ``paper`` profiles) keep their own files
+side by side instead of regenerating each other's.
 """
 
 from __future__ import annotations
@@ -89,8 +92,13 @@ def physics_hash(system: System, cfg: DataConfig) -> str:
     return _sha(_dumps(physics_config(system, cfg)))
 
 
-def split_path(system: System, cfg: DataConfig, split: str) -> Path:
-    return Path(cfg.dir) / system.name / physics_hash(system, cfg) / f"{split}.h5"
+def split_file(system: System, cfg: DataConfig, spec: SplitSpec) -> Path:
+    """``<dir>/<system>/<physics hash>/<split>-<split hash>.h5``."""
+    return Path(cfg.dir) / system.name / physics_hash(system, cfg) / f"{spec.name}-{spec.meta.config_hash[:12]}.h5"
+
+
+def split_path(system: System, cfg: DataConfig, split: str, envs: Sequence[Env] | None = None) -> Path:
+    return split_file(system, cfg, split_spec(system, cfg, split, envs))
 
 
 @dataclasses.dataclass

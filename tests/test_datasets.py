@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import multiprocessing as mp
+import re
 
 import h5py
 import numpy as np
@@ -22,6 +23,7 @@ from datasets import (
     parse_data_config,
     prepare_split,
     split_names,
+    split_path,
 )
 from datasets import seeds as seeds_mod
 from datasets.generate import generate_states
@@ -96,7 +98,7 @@ def test_gen_batch_size_does_not_change_data(tmp_path):
 def test_attrs_and_datasets_follow_design(tmp_path):
     system = LinearDecay()
     path = ensure_split(system, make_cfg(tmp_path), "val_interp", progress=False)
-    assert path.name == "val_interp.h5" and path.parent.parent.name == "linear_decay"
+    assert re.fullmatch(r"val_interp-[0-9a-f]{12}\.h5", path.name) and path.parent.parent.name == "linear_decay"
     with h5py.File(path, "r") as f:
         a = f.attrs
         assert a["system"] == "linear_decay" and a["split"] == "val_interp"
@@ -145,6 +147,20 @@ def test_changing_a_count_regenerates_only_its_splits(tmp_path):
     assert load_split(again["test"].path).states.shape[1] == 3
 
 
+def test_two_count_configurations_keep_their_own_files(tmp_path):
+    # Alternating runs of two profiles (quick and paper differ in counts) must not regenerate,
+    # or replace under a running job, each other's files.
+    system = LinearDecay()
+    small, large = make_cfg(tmp_path), make_cfg(tmp_path, n_test=3)
+    prepare_all(system, small)
+    first_large = prepare_all(system, large)
+    assert {s for s, st in first_large.items() if st.generated} == {"test"}
+    for cfg in (small, large):
+        assert not any(st.generated for st in prepare_all(system, cfg).values())
+    assert load_split(ensure_split(system, small, "test", progress=False)).states.shape[1] == 2
+    assert load_split(ensure_split(system, large, "test", progress=False)).states.shape[1] == 3
+
+
 def test_adding_a_heldout_set_touches_no_other_file(tmp_path):
     cfg = make_cfg(tmp_path)
     before = prepare_all(LinearDecay(), cfg)
@@ -169,14 +185,14 @@ def test_custom_heldout_set_is_cached_like_named_ones(tmp_path):
     cfg = make_cfg(tmp_path)
     envs = [{"a": 0.3, "b": 0.4}, {"a": 0.6, "b": 0.9}]
     first = prepare_split(system, cfg, "adapt_user", envs, progress=False)
-    assert first.generated and first.path.name == "adapt_user.h5"
+    assert first.generated and first.path.name.startswith("adapt_user-")
     assert not prepare_split(system, cfg, "adapt_user", envs, progress=False).generated
     data = load_split(first.path)
     assert data.params.tolist() == [[0.3, 0.4], [0.6, 0.9]]
     ref = exact_states(system, data.params, data.seeds.numpy(), data.t.numpy())
     np.testing.assert_allclose(data.states.numpy(), ref, rtol=1e-6)
     changed = prepare_split(system, cfg, "adapt_user", envs[:1], progress=False)
-    assert changed.generated and changed.reason.startswith("stale")
+    assert changed.generated and changed.path != first.path and first.path.exists()  # the old file is kept
     paths = ensure_dataset(system, cfg, custom_heldout={"user": envs}, progress=False)
     assert {"adapt_user", "val_user", "test_user"} <= set(paths)
     with pytest.raises(UserError, match="'nope' is not defined"):
@@ -255,8 +271,9 @@ def test_bad_file_is_reported_in_one_line_and_regenerated(tmp_path, caplog, dama
 def test_crashed_writer_temp_files_are_cleaned(tmp_path):
     system = LinearDecay()
     cfg = make_cfg(tmp_path)
-    path = ensure_split(system, cfg, "val", progress=False)
-    leftover = path.parent / ".train.abc123.h5.tmp"
+    ensure_split(system, cfg, "val", progress=False)
+    train = split_path(system, parse_data_config(cfg), "train")
+    leftover = train.parent / f".{train.stem}.abc123.h5.tmp"
     leftover.write_bytes(b"partial")
     ensure_split(system, cfg, "train", progress=False)
     assert not leftover.exists()
@@ -337,7 +354,7 @@ def test_non_finite_data_names_system_and_env(tmp_path, rate):
     system = LinearDecay(heldout={"bad": [{"a": 1.0, "b": 1.0}, {"a": rate, "b": 1.0}]})
     with pytest.raises(UserError, match=rf"linear_decay .*test_bad.*'a': {rate}"):
         ensure_split(system, make_cfg(tmp_path), "test_bad", progress=False)
-    assert not list((tmp_path / "data").rglob("test_bad.h5"))
+    assert not list((tmp_path / "data").rglob("test_bad*.h5"))
 
 
 @pytest.mark.parametrize(

@@ -133,6 +133,6 @@ def test_divergence_through_the_cli_stops_cleanly_and_keeps_the_last_good_checkp
     assert not (tmp_path / "results").exists() and not (run_dir / "summary.json").exists()  # nothing half-reported
     # The checkpoint is usable: it loads and forecasts finite states.
     module = load_checkpoint(run_dir / "checkpoints" / "last.ckpt", SYSTEM)
-    data = load_split(next((tmp_path / "data").rglob("val.h5")))
+    data = load_split(next((tmp_path / "data").rglob("val-*.h5")))
     pred = predict(module, data.states.flatten(0, 1), data.t.float(), torch.arange(data.n_env))
     assert torch.isfinite(pred).all()

@@ -285,7 +285,7 @@ def test_user_given_heldout_environments_end_to_end(trained, tmp_path, capsys):
     hot_all = [r for r in rows if r["split"] == "hot" and r["environment"] == ALL and r["metric"] == "rel_l2"]
     assert hot_all[0]["n_traj"] == 2 * trained.cfg["data"]["n_test_heldout"] and hot_all[0]["shots"] == 1
     # generated and cached like any split, with the given parameters
-    files = {p.stem: p for p in (trained.tmp / "data").rglob("*_hot.h5")}
+    files = {p.stem.rsplit("-", 1)[0]: p for p in (trained.tmp / "data").rglob("*_hot-*.h5")}
     assert set(files) == {"adapt_hot", "val_hot", "test_hot"}
     with h5py.File(files["test_hot"]) as f:
         assert f["params"][()].tolist() == [[0.5, 0.6, 0.5, 0.7], [0.5, 0.65, 0.5, 0.5]]

@@ -230,18 +230,23 @@ def _poison_tests(data_dir: Path) -> list[Path]:
     return files
 
 
+def _split_of(path: str | Path) -> str:
+    """``test_interp`` from ``.../test_interp-<split hash>.h5``."""
+    return Path(path).stem.rsplit("-", 1)[0]
+
+
 def test_training_adaptation_and_early_stopping_never_read_test_data(trained, tmp_path, monkeypatch):
     import leads.experiment as experiment
     import leads.heldout as heldout
     from leads.experiment import run_experiment
 
     shutil.copytree(trained.tmp / "data", tmp_path / "data")
-    poisoned = {p.stem for p in _poison_tests(tmp_path / "data")}
+    poisoned = {_split_of(p) for p in _poison_tests(tmp_path / "data")}
     assert {"test", "test_interp"} <= poisoned
     events: list[str] = []
     for mod in (experiment, heldout):
         real = mod.load_split
-        monkeypatch.setattr(mod, "load_split", lambda p, real=real: events.append(Path(p).stem) or real(p))
+        monkeypatch.setattr(mod, "load_split", lambda p, real=real: events.append(_split_of(p)) or real(p))
     real_adapt = heldout.adapt_to_new_environments
 
     def logged_adapt(*a, **k):
@@ -285,7 +290,7 @@ def test_user_given_heldout_environments_end_to_end(trained, tmp_path, capsys):
     hot_all = [r for r in rows if r["split"] == "hot" and r["environment"] == ALL and r["metric"] == "rel_l2"]
     assert hot_all[0]["n_traj"] == 2 * trained.cfg["data"]["n_test_heldout"] and hot_all[0]["shots"] == 1
     # generated and cached like any split, with the given parameters
-    files = {p.stem.rsplit("-", 1)[0]: p for p in (trained.tmp / "data").rglob("*_hot-*.h5")}
+    files = {_split_of(p): p for p in (trained.tmp / "data").rglob("*_hot-*.h5")}
     assert set(files) == {"adapt_hot", "val_hot", "test_hot"}
     with h5py.File(files["test_hot"]) as f:
         assert f["params"][()].tolist() == [[0.5, 0.6, 0.5, 0.7], [0.5, 0.65, 0.5, 0.5]]

@@ -4,7 +4,8 @@ One line per method: relative L2 in-domain, on each held-out set and in time ext
 as mean ± std over seeds of each seed's mean over test trajectories (environment ``all``
 rows), with adaptation cost. Where a (method, seed, split) was evaluated several times, the
 latest evaluation counts. Ranked by the mean held-out relative L2 over the held-out sets that
-every method with held-out rows has (methods without any come last). Published numbers follow
+every method with held-out rows has (methods without any come last); by in-domain relative L2
+where no method has held-out rows (an in-domain protocol). Published numbers follow
 in a separate block where the protocol matches (:mod:`leads.published`). The same rows always
 give the same files, whatever their order.
 """
@@ -135,7 +136,11 @@ def build(rows: list[dict[str, Any]], system: str, profile: str | None = None, s
             trained_params=_mean([r.get("n_trained_params") for r in one_per_seed.values()]),
             train_seconds=_mean([r.get("train_seconds") for r in one_per_seed.values()]),
             heldout=_mean([cells[s][0] for s in rank_sets]) if rank_sets else math.nan))
-    lines.sort(key=lambda ln: (math.isnan(ln.heldout), ln.heldout if not math.isnan(ln.heldout) else 0, ln.method))
+    def rank_key(ln: Line) -> tuple[bool, float, str]:
+        score = ln.heldout if sets else ln.cells["in_domain"][0]  # an in-domain protocol ranks in-domain
+        return math.isnan(score), 0.0 if math.isnan(score) else score, ln.method
+
+    lines.sort(key=rank_key)
     return Leaderboard(system, profile, shots, sets, rank_sets, lines, _published(rows, system, shots),
                        n_rows=len(rows), runs=sorted({r["run_id"] for r in rows}),
                        commits=sorted({str(r.get("git_commit")) for r in rows}))
@@ -195,12 +200,14 @@ def _headers(lb: Leaderboard) -> list[str]:
 def to_markdown(lb: Leaderboard) -> str:
     cols = ["in_domain", *lb.sets, "time_extrap"]
     head = ["rank", "method", "seeds", *_headers(lb), "params adapted / env", "adapt s", "params trained", "train s"]
-    ranked = ", ".join(lb.rank_sets) or "(no held-out set common to all methods)"
+    ranked = (f"the mean held-out relative L2 over: {', '.join(lb.rank_sets)}" if lb.rank_sets else
+              "in-domain relative L2 (no held-out sets)" if not lb.sets else
+              "the mean held-out relative L2 (no held-out set common to all methods)")
     out = [f"# Leaderboard: {lb.system} (profile {lb.profile or 'any'}, k={lb.shots} adaptation "
            "trajectories per new environment)", "",
            "Relative L2 error, mean ± std over seeds of each seed's mean over test trajectories. In-domain "
            "and held-out sets on (0, T]; time extrapolation on (T, 2T] in the training environments. "
-           f"Ranked by the mean held-out relative L2 over: {ranked}.", "",
+           f"Ranked by {ranked}.", "",
            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, ln in enumerate(lb.lines, 1):
         cells = [_fmt(ln.cells[c]) for c in cols]

@@ -144,6 +144,13 @@ def test_published_numbers_only_beside_rows_of_the_same_protocol():
         assert "No published numbers match" in leaderboard.to_markdown(lb)
 
 
+def test_without_heldout_sets_methods_rank_in_domain():
+    rows = _rows("zeta", 0, {"in_domain": [0.1, 0.1]}) + _rows("alpha", 0, {"in_domain": [0.5, 0.5]})
+    lb = leaderboard.build(rows, "gray_scott", "quick")
+    assert [ln.method for ln in lb.lines] == ["zeta", "alpha"]
+    assert "Ranked by in-domain relative L2 (no held-out sets)" in leaderboard.to_markdown(lb)
+
+
 def test_published_block_shows_a_second_metric_and_mixed_budgets():
     # LEADS' LV number includes t=0; ours is shown with (mse_t0) and without (mse) it.
     lv = next(p for p in PUBLISHED if p.system == "lotka_volterra" and p.protocol == "LEADS")

@@ -115,8 +115,7 @@ def to_target(env: str, method: str, profile: str, targets: list[float], max_ste
     reached = {str(target): next(({"step": s, "seconds": sec} for s, sec, e in trace.trace if e <= target), None)
                for target in targets}
     return {"system": env, "method": method, "profile": profile, "overrides": list(overrides), "device": device,
-            "max_steps": max_steps,
-            "val_every": val_every, "reached": reached, "trace": trace.trace}
+            "max_steps": max_steps, "val_every": val_every, "reached": reached, "trace": trace.trace}
 
 
 def main() -> None:

@@ -136,6 +136,7 @@ def build(rows: list[dict[str, Any]], system: str, profile: str | None = None, s
             trained_params=_mean([r.get("n_trained_params") for r in one_per_seed.values()]),
             train_seconds=_mean([r.get("train_seconds") for r in one_per_seed.values()]),
             heldout=_mean([cells[s][0] for s in rank_sets]) if rank_sets else math.nan))
+
     def rank_key(ln: Line) -> tuple[bool, float, str]:
         score = ln.heldout if sets else ln.cells["in_domain"][0]  # an in-domain protocol ranks in-domain
         return math.isnan(score), 0.0 if math.isnan(score) else score, ln.method
@@ -163,8 +164,9 @@ def _published(rows: list[dict[str, Any]], system: str, shots: int) -> list[Publ
         for m in sorted({r["method"] for r in same if r["split"] == "in_domain"}):
             mine = [r for r in same if r["method"] == m]
             runs = {r["seed"]: r for r in mine if r["split"] == "in_domain"}
+            in_domain, new_envs = _pair(mine, held, entry.metric)
             ours.append(Ours(
-                method=m, seeds=len(runs), **dict(zip(("in_domain", "new_envs"), _pair(mine, held, entry.metric))),
+                method=m, seeds=len(runs), in_domain=in_domain, new_envs=new_envs,
                 train_steps=sorted({int(r["train_steps"]) for r in runs.values() if r.get("train_steps")}),
                 train_seconds=_mean([r.get("train_seconds") for r in runs.values()]),
                 adapt_seconds=_mean([r.get("adapt_seconds") for r in mine if r["split"] == held

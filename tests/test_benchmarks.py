@@ -17,6 +17,16 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ["datagen.py", "train_speed.py", "adapt_speed.py", "surrogate.py"]
 
 
+def _latest_checkpoint():
+    """``benchmarks/common.py``'s finder (the scripts import ``common`` from their own folder)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from common import latest_checkpoint
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return latest_checkpoint
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_benchmark_script_imports_and_explains_itself(script):
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--help"],
@@ -26,11 +36,7 @@ def test_benchmark_script_imports_and_explains_itself(script):
 
 
 def test_missing_trained_run_is_one_line_naming_the_command(tmp_path):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from common import latest_checkpoint
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    latest_checkpoint = _latest_checkpoint()
     (tmp_path / "gray_scott" / "lowrank-s0-abc").mkdir(parents=True)  # unfinished: no state.json
     with pytest.raises(UserError, match=r"python run\.py --env gray_scott --method lowrank --seed 0") as e:
         latest_checkpoint(tmp_path, "gray_scott", "lowrank", 0)
@@ -38,11 +44,7 @@ def test_missing_trained_run_is_one_line_naming_the_command(tmp_path):
 
 
 def test_latest_checkpoint_is_the_newest_finished_run_of_the_profile(tmp_path):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from common import latest_checkpoint
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    latest_checkpoint = _latest_checkpoint()
     for name, profile in (("lowrank-s0-old", "quick"), ("lowrank-s0-new", "quick"), ("lowrank-s0-paper", "paper")):
         run = tmp_path / "gray_scott" / name
         (run / "checkpoints").mkdir(parents=True)

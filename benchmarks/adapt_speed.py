@@ -22,21 +22,21 @@ from pathlib import Path
 import torch
 from common import ROOT, latest_checkpoint, table, write_json
 
-from datasets import ensure_split, load_split
-from leads.adapt import adapt_to_new_environments
-from leads.config import load_config
-from leads.evaluate import load_checkpoint, score
-from leads.module import Forecaster
-from leads.train import env_label, system_of
+from leads.config.loading import system_of
+from leads.datasets.cache import ensure_split
+from leads.datasets.h5 import load_split
+from leads.envs.base import env_label
+from leads.evaluation.adaptation import adapt_to_new_environments
+from leads.evaluation.scoring import score
+from leads.models.forecaster import Forecaster
+from leads.training.checkpoints import load_checkpoint
 
 WITHIN = 0.10
 
 
 def measure(ckpt: Path, system_name: str, set_name: str, index: int, shots: int | None) -> dict:
     module = load_checkpoint(ckpt, system_name)
-    cfg = module.cfg
-    # Checkpoints from before a key existed get today's default for it.
-    cfg["adapt"] = {**load_config(system_name, cfg["profile"])["adapt"], **cfg["adapt"]}
+    cfg = module.cfg  # keys a checkpoint predates get the schema's defaults (leads.config.schema)
     system = system_of(cfg)
     envs = system.heldout[set_name]
     if not 0 <= index < len(envs):

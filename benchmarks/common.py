@@ -20,7 +20,8 @@ OUT = ROOT / "benchmarks" / "out"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from envs.errors import UserError  # noqa: E402
+from leads.datasets.atomic import atomic_write_text  # noqa: E402
+from leads.envs.errors import UserError  # noqa: E402
 
 T = TypeVar("T")
 
@@ -63,11 +64,7 @@ def machine() -> dict[str, Any]:
 
 def write_json(name: str, data: Any) -> Path:
     OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / name
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"machine": machine(), "results": data}, indent=1))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(OUT / name, json.dumps({"machine": machine(), "results": data}, indent=1))
 
 
 def table(headers: list[str], rows: list[list[Any]]) -> str:

@@ -35,7 +35,7 @@ from scipy.integrate import solve_ivp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from envs import get_system  # noqa: E402
+from leads.envs.registry import get_system  # noqa: E402
 from tests.test_envs_pdes import dop853, gs_np, ns_np, rel_l2  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "out" / "datagen.json"

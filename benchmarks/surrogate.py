@@ -20,10 +20,12 @@ import numpy as np
 import torch
 from common import ROOT, best_time, latest_checkpoint, table, write_json
 
-from datasets import ensure_split, load_split
-from leads.evaluate import flatten_trajectories, load_checkpoint, predict
-from leads.metrics import relative_l2
-from leads.train import system_of
+from leads.config.loading import system_of
+from leads.datasets.cache import ensure_split
+from leads.datasets.h5 import load_split
+from leads.evaluation.metrics import relative_l2
+from leads.evaluation.scoring import flatten_trajectories, predict
+from leads.training.checkpoints import load_checkpoint
 
 
 def measure(ckpt: Path, system_name: str, repeat: int, device: str) -> dict:

@@ -35,10 +35,10 @@ import pytorch_lightning as pl
 import torch
 from common import ROOT, table, write_json
 
-from envs import SYSTEMS
-from leads.config import load_config
-from leads.methods import METHODS
-from leads.train import data_and_model, train, trainer_kwargs
+from leads.config.loading import load_config
+from leads.envs.registry import SYSTEMS
+from leads.models.methods import METHODS
+from leads.training.train import data_and_model, train, trainer_kwargs
 
 
 def _rss_mib() -> float:

@@ -38,3 +38,10 @@ def atomic_write(path: Path, suffix: str) -> Iterator[Path]:
         if isinstance(e, OSError) and e.errno and not e.filename:
             raise OSError(e.errno, e.strerror, str(path)) from e
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (see ``atomic_write``)."""
+    with atomic_write(Path(path), ".tmp") as tmp:
+        tmp.write_text(text)
+    return Path(path)

@@ -20,12 +20,12 @@ from typing import Any
 
 import torch
 
-from datasets.config import DataConfig, parse_data_config
-from datasets.generate import generate_states
-from datasets.h5 import check_file, write_split
-from datasets.seeds import check_disjoint
-from datasets.splits import SplitSpec, check_set_name, parse_split, split_file, split_names, split_spec
-from envs.base import Env, System
+from leads.datasets.config import DataConfig, parse_data_config
+from leads.datasets.generate import generate_states
+from leads.datasets.h5 import check_file, write_split
+from leads.datasets.seeds import check_disjoint
+from leads.datasets.splits import SplitSpec, check_set_name, parse_split, split_file, split_names, split_spec
+from leads.envs.base import Env, System
 
 log = logging.getLogger(__name__)
 
@@ -115,17 +115,13 @@ def prepare_split(
     return _prepare(system, cfg, spec, progress, device)
 
 
-def ensure_split(
-    system: System,
-    data_cfg: Mapping[str, Any] | DataConfig | None,
-    split: str,
-    envs: Sequence[Env] | None = None,
-    *,
-    progress: bool | None = None,
-    device: str | torch.device | None = None,
-) -> Path:
-    """Path of the valid cached file of ``split``, generating it first if needed."""
-    return prepare_split(system, data_cfg, split, envs, progress=progress, device=device).path
+def ensure_split(system: System, data_cfg: Mapping[str, Any] | DataConfig | None, split: str,
+                 envs: Sequence[Env] | None = None, **options: Any) -> Path:
+    """Path of the valid cached file of ``split``, generating it first if needed.
+
+    Args and ``options`` (``progress``, ``device``) are those of ``prepare_split``.
+    """
+    return prepare_split(system, data_cfg, split, envs, **options).path
 
 
 def ensure_dataset(

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from envs.errors import UserError
+from leads.envs.errors import UserError
 
 # Seeds are packed into bit fields (see datasets/seeds.py); these bounds keep the fields disjoint.
 MAX_TRAJ = 1 << 20
@@ -16,8 +16,9 @@ MAX_ENVS = 1 << 12
 
 
 @dataclasses.dataclass(frozen=True)
-class DataConfig:
-    """Validated data settings. Counts are trajectories per environment."""
+class DataConfig(Mapping[str, Any]):
+    """Validated data settings. Counts are trajectories per environment. Reads like the
+    ``data:`` mapping it came from as well (``cfg["n_train"] == cfg.n_train``)."""
 
     dir: Path = Path("data")
     seed: int = 0
@@ -31,6 +32,20 @@ class DataConfig:
     batch_size: int = 32
     window: int | None = None
     num_workers: int = 0
+
+    def __getitem__(self, key: str) -> Any:
+        if key in _FIELDS:
+            return getattr(self, key)
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_FIELDS)
+
+    def __len__(self) -> int:
+        return len(_FIELDS)
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(DataConfig))
 
 
 _COUNTS = ("n_train", "n_val", "n_test", "n_adapt", "n_adapt_val", "n_test_heldout")
@@ -50,7 +65,7 @@ def parse_data_config(cfg: Mapping[str, Any] | DataConfig | None) -> DataConfig:
         cfg = {}
     if not isinstance(cfg, Mapping):
         raise UserError(f"the data config must be a mapping of keys to values, got {type(cfg).__name__}")
-    fields = {f.name for f in dataclasses.fields(DataConfig)}
+    fields = set(_FIELDS)
     unknown = sorted(set(cfg) - fields)
     if unknown:
         raise UserError(f"unknown key 'data.{unknown[0]}'; known keys: {', '.join(sorted(fields))}")

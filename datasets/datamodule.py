@@ -10,13 +10,13 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from datasets.cache import ensure_dataset, ensure_split
-from datasets.config import DataConfig, parse_data_config
-from datasets.sharding import ShardedBalancedBatchSampler, trainer_position
-from datasets.splits import HELDOUT_KINDS, check_set_name, split_names
-from datasets.torch_data import WindowDataset
-from envs.base import Env, System
-from envs.errors import UserError
+from leads.datasets.cache import ensure_dataset, ensure_split
+from leads.datasets.config import DataConfig, parse_data_config
+from leads.datasets.sharding import ShardedBalancedBatchSampler, trainer_position
+from leads.datasets.splits import HELDOUT_KINDS, check_set_name, split_names
+from leads.datasets.torch_data import WindowDataset
+from leads.envs.base import Env, System
+from leads.envs.errors import UserError
 
 
 class TrajectoryDataModule(pl.LightningDataModule):

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from datasets.splits import SplitSpec
-from envs.base import System
-from envs.errors import UserError
+from leads.datasets.splits import SplitSpec
+from leads.envs.base import System
+from leads.envs.errors import UserError
 
 
 def generate_states(

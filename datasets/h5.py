@@ -1,4 +1,4 @@
-"""One split on disk: the HDF5 layout of DESIGN.md, written atomically, read back, validated."""
+"""One split on disk: the HDF5 layout of docs/data_format.md, written atomically, read back, validated."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import torch
 
-from datasets.atomic import atomic_write
+from leads.datasets.atomic import atomic_write
 
 FORMAT_VERSION = 1
 
@@ -154,7 +154,15 @@ def check_file(path: Path, expected: SplitData, state_shape: tuple[int, ...], n_
 
 
 def load_split(path: str | os.PathLike[str]) -> Trajectories:
-    """Read a whole split into memory."""
+    """Read a whole split into memory.
+
+    Args:
+        path: a split file, e.g. what ``ensure_split`` returns.
+
+    Returns:
+        ``Trajectories``: ``states`` float32 ``(n_env, n_traj, n_t, *state_shape)``, ``t``,
+        ``params`` (one row per environment), ``seeds`` and the file's attributes.
+    """
     with h5py.File(path, "r") as f:
         return Trajectories(
             t=torch.from_numpy(f["t"][()]),

@@ -19,8 +19,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from datasets.config import MAX_ENVS, MAX_TRAJ
-from envs.errors import UserError
+from leads.datasets.config import MAX_ENVS, MAX_TRAJ
+from leads.envs.errors import UserError
 
 TRAJ_BITS = 20
 ENV_BITS = 12

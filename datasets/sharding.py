@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from datasets.torch_data import BalancedBatchSampler
-from envs.errors import UserError
+from leads.datasets.torch_data import BalancedBatchSampler
+from leads.envs.errors import UserError
 
 
 class ShardedBalancedBatchSampler(BalancedBatchSampler):

@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from datasets.config import DataConfig
-from datasets.h5 import FORMAT_VERSION, SplitData
-from datasets.seeds import split_seeds
-from envs.base import Env, System
-from envs.errors import UserError
+from leads.datasets.config import DataConfig
+from leads.datasets.h5 import FORMAT_VERSION, SplitData
+from leads.datasets.seeds import split_seeds
+from leads.envs.base import Env, System
+from leads.envs.errors import UserError
 
 TRAINING_SPLITS = ("train", "val", "test")
 HELDOUT_KINDS = ("adapt", "val", "test")

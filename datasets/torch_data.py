@@ -10,7 +10,7 @@ import h5py
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from envs.errors import UserError
+from leads.envs.errors import UserError
 
 
 class WindowDataset(Dataset):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import operator
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -17,9 +18,25 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from envs.errors import UserError
+from leads.envs.errors import UserError
 
 Env = dict[str, float]
+
+
+def env_label(env: Env) -> str:
+    """An environment as text, e.g. ``"F=0.03,k=0.058"`` (the names of rows and figures)."""
+    return ",".join(f"{k}={v:g}" for k, v in env.items())
+
+
+def check_seed(seed: Any) -> int:
+    """``seed`` as an int; an initial-condition seed must be a non-negative integer."""
+    try:
+        value = operator.index(seed)
+    except TypeError:
+        value = -1
+    if value < 0 or isinstance(seed, bool):
+        raise UserError(f"initial-condition seed {seed!r} must be a non-negative integer")
+    return value
 
 
 class System(ABC):

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from envs.solvers import ODESystem
+from leads.envs.solvers import ODESystem
 
 
 def _grid(k1s: list[float], K1s: list[float]) -> list[dict[str, float]]:

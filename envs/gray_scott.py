@@ -10,7 +10,7 @@ exactly, still needs h = 0.25 (6400 RHS evaluations over t ∈ [0, 400]) for a f
 L2 error. Adaptive Dormand-Prince 5(4) at rtol = atol = 1e-7 needs ~1300 evaluations for ~1e-7
 (short steps through the initial transient, long ones after), measured against DOP853 at
 rtol = atol = 1e-10 (tests/test_envs_pdes.py, benchmarks/datagen.py). So the default is the
-batched dopri5 of ``envs.solvers`` (one step size per trajectory) on the 9-point stencil in
+batched dopri5 of ``leads.envs.solvers`` (one step size per trajectory) on the 9-point stencil in
 physical space; ``solver: etdrk4`` keeps the Fourier-space scheme for comparison.
 """
 
@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from torch.nn.functional import pad
 
-from envs.base import Env, System
-from envs.errors import UserError
-from envs.solvers import dopri5
-from envs.spectral import check_batch, integrate, rfft_wavenumbers
+from leads.envs.base import Env, System, check_seed
+from leads.envs.errors import UserError
+from leads.envs.solvers import dopri5
+from leads.envs.spectral import check_batch, integrate, rfft_wavenumbers
 
 
 def _grid(values_f: Sequence[float], values_k: Sequence[float]) -> list[Env]:
@@ -132,7 +132,7 @@ class GrayScott(System):
         out = np.empty((len(seeds), 2, n, n))
         out[:, 0], out[:, 1] = 0.95, 0.05
         for i, seed in enumerate(seeds):
-            rng = _rng(seed)
+            rng = np.random.default_rng(check_seed(seed))
             for _ in range(self.config["n_squares"]):
                 x, y = rng.integers(0, n - r, size=2)
                 out[i, 0, x : x + r, y : y + r] = 0.0
@@ -185,7 +185,4 @@ class GrayScott(System):
         return integrate(torch.fft.rfft2(u0), L, nonlinear, t, c["solver_dt"], observe)
 
 
-def _rng(seed: int) -> np.random.Generator:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise UserError(f"initial-condition seed {seed!r} must be a non-negative integer")
-    return np.random.default_rng(int(seed))
+

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from envs.solvers import ODESystem
+from leads.envs.solvers import ODESystem
 
 
 def _grid(betas: list[float], deltas: list[float]) -> list[dict[str, float]]:

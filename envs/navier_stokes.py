@@ -5,7 +5,7 @@
 
 with x along axis −2 and y along axis −1, as in the reference code. Pseudo-spectral: products in
 physical space, the advection term dealiased by the 2/3 rule. The viscous term, one ν per
-trajectory, is integrated exactly by ETDRK4 (``envs.spectral``); the reference's Crank-Nicolson /
+trajectory, is integrated exactly by ETDRK4 (``leads.envs.spectral``); the reference's Crank-Nicolson /
 forward-Euler scheme is first order and needs dt=1e-3, ETDRK4 is fourth order and reaches ~1e-7
 relative error at a 50x longer step (benchmarks/datagen.py).
 
@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from envs.base import Env, System
-from envs.errors import UserError
-from envs.spectral import check_batch, integrate, rfft_wavenumbers
+from leads.envs.base import Env, System, check_seed
+from leads.envs.errors import UserError
+from leads.envs.spectral import check_batch, integrate, rfft_wavenumbers
 
 
 def _envs(nus: Sequence[float]) -> list[Env]:
@@ -110,8 +110,7 @@ class NavierStokes(System):
     def random_field(self, seed: int) -> torch.Tensor:
         """The reference code's Gaussian random field, ``(1, n, n)`` float64, before warm-up:
         spectrum ``sqrt(2) σ n² (4π²|k|² + τ²)^(−α/2)`` with ``σ = τ^(α−1)``, zero mean."""
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise UserError(f"initial-condition seed {seed!r} must be a non-negative integer")
+        seed = check_seed(seed)
         c, n = self.config, self.config["size"]
         alpha, tau = float(c["ic_alpha"]), float(c["ic_tau"])
         k = torch.fft.fftfreq(n, d=1.0 / n, dtype=torch.float64)
@@ -120,7 +119,7 @@ class NavierStokes(System):
         sqrt_eig = n**2 * math.sqrt(2.0) * sigma * (4 * math.pi**2 * k2 + tau**2) ** (-alpha / 2)
         sqrt_eig[0, 0] = 0.0
         # A CPU generator per seed: the same field on every device and in every batch.
-        g = torch.Generator().manual_seed(int(seed))
+        g = torch.Generator().manual_seed(seed)
         coeff = torch.randn(n, n, dtype=torch.complex128, generator=g)
         return torch.fft.ifft2(sqrt_eig * coeff).real.unsqueeze(0)
 

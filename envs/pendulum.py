@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from envs.solvers import ODESystem
+from leads.envs.solvers import ODESystem
 
 _KEYS = ("alpha", "omega0", "omega_f", "F")
 

@@ -15,15 +15,14 @@ in a box, one generator per seed, and an ``rk4`` solve at a configured number of
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from envs.base import System
-from envs.errors import UserError
+from leads.envs.base import System, check_seed
+from leads.envs.errors import UserError
 
 RHS = Callable[[Any, torch.Tensor], torch.Tensor]
 
@@ -45,6 +44,10 @@ def rk4_step(f: RHS, t: float, u: torch.Tensor, h: float) -> torch.Tensor:
     k3 = f(t + h / 2, u + (h / 2) * k2)
     k4 = f(t + h, u + h * k3)
     return u + (h / 6) * (k1 + 2 * k2 + 2 * k3 + k4)
+
+
+def euler_step(f: RHS, t: float, u: torch.Tensor, h: float) -> torch.Tensor:
+    return u + h * f(t, u)
 
 
 def rk4(f: RHS, u0: torch.Tensor, t_obs: Sequence[float] | np.ndarray | torch.Tensor, substeps: int) -> torch.Tensor:
@@ -177,7 +180,7 @@ class ODESystem(System):
     def sample_initial_states(self, seeds: Sequence[int]) -> torch.Tensor:
         ranges = np.asarray(self.config["ic_ranges"], dtype=np.float64)
         # One generator per seed: a trajectory's initial state never depends on its batch.
-        rows = [np.random.default_rng(_seed(s)).uniform(ranges[:, 0], ranges[:, 1]) for s in seeds]
+        rows = [np.random.default_rng(check_seed(s)).uniform(ranges[:, 0], ranges[:, 1]) for s in seeds]
         return torch.from_numpy(np.stack(rows) if rows else np.zeros((0, len(ranges))))
 
     def solve(self, u0: torch.Tensor, params: torch.Tensor, t: np.ndarray) -> torch.Tensor:
@@ -218,11 +221,4 @@ class ODESystem(System):
                 raise UserError(f"system.{key}={v!r} of {self.name} must be a positive number")
 
 
-def _seed(s: Any) -> int:
-    try:
-        value = operator.index(s)
-    except TypeError:
-        value = -1
-    if value < 0:
-        raise UserError(f"initial-condition seed {s!r} must be a non-negative integer")
-    return value
+

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from envs.errors import UserError
+from leads.envs.errors import UserError
 
 Nonlinear = Callable[[torch.Tensor], torch.Tensor]
 

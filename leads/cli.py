@@ -26,8 +26,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from envs import SYSTEMS
-from envs.errors import UserError
+from leads.envs.errors import UserError
+from leads.envs.registry import SYSTEMS
 
 
 def _common(p: argparse.ArgumentParser, profile: bool = True) -> None:
@@ -99,10 +99,10 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 # ------------------------------------------------------------------------------ commands
 def _train(args: argparse.Namespace) -> int:
-    from leads.config import load_config
-    from leads.experiment import run_experiment
-    from leads.heldout import heldout_sets
-    from leads.module import TrainingDiverged
+    from leads.config.loading import load_config
+    from leads.evaluation.heldout import heldout_sets
+    from leads.jobs import run_experiment
+    from leads.models.forecaster import TrainingDiverged
 
     if args.seeds < 1:
         raise UserError(f"--seeds {args.seeds} must be at least 1")
@@ -113,7 +113,7 @@ def _train(args: argparse.Namespace) -> int:
     for method in methods:
         for seed in range(base["seed"], base["seed"] + args.seeds):
             cfg = load_config(args.env, args.profile, _overrides(args) + [f"method={method.strip()}", f"seed={seed}"])
-            cfg["adapt"]["sets"] = list(cfg["adapt"]["sets"]) + args.heldout
+            cfg = cfg.replace(adapt=cfg.adapt.replace(sets=[*cfg.adapt.sets, *args.heldout]))
             heldout_sets(cfg)  # every run's sets are checked before the first one trains
             cfgs.append(cfg)
     if len(cfgs) == 1:
@@ -133,7 +133,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from leads.experiment import evaluate_checkpoint
+    from leads.jobs import evaluate_checkpoint
 
     if args.env not in SYSTEMS:
         raise UserError(f"unknown system '{args.env}'; choose one of: {', '.join(sorted(SYSTEMS))}")
@@ -142,10 +142,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from datasets import describe_split, ensure_dataset
-    from leads.config import load_config
-    from leads.heldout import resolve_sets
-    from leads.train import system_of
+    from leads.config.loading import load_config, system_of
+    from leads.datasets.cache import ensure_dataset
+    from leads.datasets.h5 import describe_split
+    from leads.evaluation.heldout import resolve_sets
 
     cfg = load_config(args.env, args.profile, _overrides(args))
     system = system_of(cfg)
@@ -156,7 +156,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _leaderboard(args: argparse.Namespace) -> int:
-    from leads.config import load_config
+    from leads.config.loading import load_config
 
     cfg = load_config(args.env, args.profile, _overrides(args))
     print(_write_leaderboard(cfg, cfg["adapt"]["shots"] if args.shots is None else args.shots), end="")
@@ -167,9 +167,9 @@ def _write_leaderboard(cfg: dict[str, Any], shots: int) -> str:
     """Rebuild ``leaderboard_<profile>.md``/``.csv`` of ``cfg``'s system; log it to W&B if active."""
     import uuid
 
-    from leads import leaderboard
-    from leads.loggers import make_logger, wandb_mode
-    from leads.results import read_rows, results_path
+    from leads.reporting import leaderboard
+    from leads.reporting.results import read_rows, results_path
+    from leads.training.loggers import make_logger, wandb_mode
 
     path = results_path(cfg)
     rows = read_rows(path)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from envs.base import System
+from leads.envs.base import System
 
 
 class LinearDecay(System):
@@ -78,7 +78,7 @@ def exact_states(system: LinearDecay, params: torch.Tensor, seeds: np.ndarray, t
 
 def generate_in_child(data_cfg: dict, split: str, barrier: Any, queue: Any) -> None:
     """Entry point of a spawned process for the concurrency test: report (generated, reason)."""
-    from datasets import prepare_split
+    from leads.datasets.cache import prepare_split
 
     system = LinearDecay(solve_delay=0.3)
     barrier.wait()

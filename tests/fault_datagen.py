@@ -32,13 +32,13 @@ import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 from tiny import tiny_config  # noqa: E402
 
-import datasets.atomic as atomic  # noqa: E402
-import datasets.cache as cache  # noqa: E402
-import datasets.generate as generate  # noqa: E402
-import datasets.h5 as h5  # noqa: E402
-from datasets import ensure_dataset  # noqa: E402
-from datasets.splits import split_path  # noqa: E402
-from envs import get_system  # noqa: E402
+import leads.datasets.atomic as atomic  # noqa: E402
+import leads.datasets.cache as cache  # noqa: E402
+import leads.datasets.generate as generate  # noqa: E402
+import leads.datasets.h5 as h5  # noqa: E402
+from leads.datasets.cache import ensure_dataset  # noqa: E402
+from leads.datasets.splits import split_path  # noqa: E402
+from leads.envs.registry import get_system  # noqa: E402
 
 FUNCTIONS = {"h5.write_split": h5.write_split, "atomic.atomic_write": atomic.atomic_write.__wrapped__,
              "cache._prepare": cache._prepare,

@@ -37,7 +37,7 @@ def _die() -> None:
 
 
 def _kill_at_step(step: int) -> None:
-    from leads.module import Forecaster
+    from leads.models.forecaster import Forecaster
 
     original = Forecaster.training_step
 
@@ -91,7 +91,7 @@ def _disk_full_at_save(n: int) -> None:
 def _poison(spec: str) -> None:
     import torch
 
-    from leads.module import Forecaster
+    from leads.models.forecaster import Forecaster
 
     step, env, value = spec.split(":")
     original = Forecaster.vector_field

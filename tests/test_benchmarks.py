@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from envs.errors import UserError
-from leads.adapt import adapt_to_new_environments
+from leads.envs.errors import UserError
+from leads.evaluation.adaptation import adapt_to_new_environments
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ["datagen.py", "train_speed.py", "adapt_speed.py", "surrogate.py"]

@@ -16,13 +16,13 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from datasets import parse_data_config
-from envs import get_system
-from envs.errors import UserError
 from leads.cli import main
-from leads.config import CONFIG_DIR, load_config
-from leads.heldout import heldout_sets, resolve_sets
-from leads.train import trainer_kwargs
+from leads.config.loading import CONFIG_DIR, load_config
+from leads.datasets.config import parse_data_config
+from leads.envs.errors import UserError
+from leads.envs.registry import get_system
+from leads.evaluation.heldout import heldout_sets, resolve_sets
+from leads.training.train import trainer_kwargs
 
 SYSTEM = "lotka_volterra"
 PARAMS = list(get_system(SYSTEM).param_names)

@@ -1,9 +1,9 @@
 import pytest
 import yaml
 
-from envs import SYSTEMS
-from envs.errors import UserError
-from leads.config import config_hash, load_config, parse_override, save_config
+from leads.config.loading import config_hash, load_config, parse_override, save_config
+from leads.envs.errors import UserError
+from leads.envs.registry import SYSTEMS
 
 
 @pytest.mark.parametrize("system", sorted(SYSTEMS))
@@ -53,7 +53,7 @@ def test_unknown_system_and_profile():
 
 
 def test_malformed_yaml_key_in_config_file(tmp_path):
-    from leads.config import CONFIG_DIR
+    from leads.config.loading import CONFIG_DIR
 
     (tmp_path / "defaults.yaml").write_text((CONFIG_DIR / "defaults.yaml").read_text())
     spec = yaml.safe_load((CONFIG_DIR / "gray_scott.yaml").read_text())

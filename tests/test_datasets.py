@@ -14,21 +14,13 @@ import pytest
 import torch
 from fakes import LinearDecay, exact_states, generate_in_child
 
-from datasets import (
-    FORMAT_VERSION,
-    describe_split,
-    ensure_dataset,
-    ensure_split,
-    load_split,
-    parse_data_config,
-    prepare_split,
-    split_names,
-    split_path,
-)
-from datasets import seeds as seeds_mod
-from datasets.generate import generate_states
-from datasets.splits import split_spec
-from envs.errors import UserError
+from leads.datasets import seeds as seeds_mod
+from leads.datasets.cache import ensure_dataset, ensure_split, prepare_split
+from leads.datasets.config import parse_data_config
+from leads.datasets.generate import generate_states
+from leads.datasets.h5 import FORMAT_VERSION, describe_split, load_split
+from leads.datasets.splits import split_names, split_path, split_spec
+from leads.envs.errors import UserError
 
 ALL = ["train", "val", "test"] + [f"{k}_{s}" for s in ("interp", "extrap") for k in ("adapt", "val", "test")]
 
@@ -390,7 +382,7 @@ def test_data_config_defaults_and_accepted_values(tmp_path):
 
 
 def _real_system(name):
-    from envs import get_system
+    from leads.envs.registry import get_system
 
     try:
         system = get_system(name)
@@ -400,7 +392,7 @@ def _real_system(name):
 
 
 def _system_names():
-    from envs import SYSTEMS
+    from leads.envs.registry import SYSTEMS
 
     return sorted(SYSTEMS)
 

@@ -10,8 +10,11 @@ import pytest
 import torch
 from fakes import LinearDecay
 
-from datasets import BalancedBatchSampler, TrajectoryDataModule, WindowDataset, ensure_split, load_split
-from envs.errors import UserError
+from leads.datasets.cache import ensure_split
+from leads.datasets.datamodule import TrajectoryDataModule
+from leads.datasets.h5 import load_split
+from leads.datasets.torch_data import BalancedBatchSampler, WindowDataset
+from leads.envs.errors import UserError
 
 
 def make_cfg(tmp_path, **kw):

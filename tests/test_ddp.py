@@ -20,12 +20,13 @@ from fakes import LinearDecay
 from faults import run_dirs, run_py, tiny_sets
 from tiny import tiny_config
 
-from datasets import BalancedBatchSampler, TrajectoryDataModule
-from datasets.sharding import ShardedBalancedBatchSampler
-from envs.errors import UserError
-from leads import leaderboard
-from leads.module import Forecaster, TrainingDiverged
-from leads.results import read_rows
+from leads.datasets.datamodule import TrajectoryDataModule
+from leads.datasets.sharding import ShardedBalancedBatchSampler
+from leads.datasets.torch_data import BalancedBatchSampler
+from leads.envs.errors import UserError
+from leads.models.forecaster import Forecaster, TrainingDiverged
+from leads.reporting import leaderboard
+from leads.reporting.results import read_rows
 
 SYSTEM = "lotka_volterra"
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from tiny import tiny_config
 
-from leads.module import Forecaster, TrainingDiverged
-from leads.train import train
+from leads.models.forecaster import Forecaster, TrainingDiverged
+from leads.training.train import train
 
 
 def _poison_env_1_from_step(step: int, value: float, monkeypatch) -> None:

@@ -8,10 +8,10 @@ import pytest
 import torch
 from tiny import tiny_config
 
-from envs import SYSTEMS
 from leads.cli import main
-from leads.experiment import run_experiment
-from leads.module import Forecaster
+from leads.envs.registry import SYSTEMS
+from leads.jobs import run_experiment
+from leads.models.forecaster import Forecaster
 
 
 @pytest.mark.slow
@@ -43,7 +43,7 @@ def test_every_method_trains_on_gray_scott(tmp_path):
 
 
 def test_resume_continues_from_saved_step(tmp_path, monkeypatch):
-    from leads.train import train
+    from leads.training.train import train
 
     cfg = tiny_config("lotka_volterra", tmp_path, "train.max_steps=6", "train.val_every=3")
     seen: list[int] = []
@@ -69,7 +69,7 @@ def test_resume_continues_from_saved_step(tmp_path, monkeypatch):
 
 
 def test_new_run_never_overwrites_an_old_one(tmp_path):
-    from leads.train import run_dir_for
+    from leads.training.train import run_dir_for
 
     cfg = tiny_config("lotka_volterra", tmp_path)
     first, _ = run_dir_for(cfg, resume=False)

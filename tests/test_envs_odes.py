@@ -18,8 +18,9 @@ import pytest
 import torch
 from scipy.integrate import solve_ivp
 
-from envs import UserError, get_system
-from envs.solvers import dopri5, rk4
+from leads.envs.errors import UserError
+from leads.envs.registry import get_system
+from leads.envs.solvers import dopri5, rk4
 
 SYSTEMS = ("lotka_volterra", "glycolytic_oscillator", "pendulum")
 

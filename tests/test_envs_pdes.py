@@ -14,10 +14,11 @@ import pytest
 import torch
 from scipy.integrate import solve_ivp
 
-from envs import UserError, get_system
-from envs.gray_scott import GrayScott, laplacian_9pt, stencil_symbol
-from envs.navier_stokes import NavierStokes
-from envs.spectral import ETDRK4
+from leads.envs.errors import UserError
+from leads.envs.gray_scott import GrayScott, laplacian_9pt, stencil_symbol
+from leads.envs.navier_stokes import NavierStokes
+from leads.envs.registry import get_system
+from leads.envs.spectral import ETDRK4
 
 
 # ------------------------------------------------------------------ independent references

@@ -11,8 +11,8 @@ import pytest
 import torch
 from faults import ROOT, child_env, run_dirs, tiny_sets
 
-from datasets import load_split
-from leads.results import append_rows, read_rows
+from leads.datasets.h5 import load_split
+from leads.reporting.results import append_rows, read_rows
 
 SYSTEM = "lotka_volterra"
 

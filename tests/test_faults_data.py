@@ -14,7 +14,8 @@ import pytest
 from fakes import LinearDecay
 from faults import child_env
 
-from datasets import ensure_split, load_split
+from leads.datasets.cache import ensure_split
+from leads.datasets.h5 import load_split
 
 DRIVER = Path(__file__).resolve().parent / "fault_datagen.py"
 

@@ -13,10 +13,11 @@ import torch
 from faults import assert_one_line_error, run_py, tiny_sets
 from tiny import tiny_config
 
-from datasets import ensure_dataset, load_split
-from envs.errors import UserError
-from leads.config import CONFIG_DIR, load_config
-from leads.train import run_dir_for, system_of, train
+from leads.config.loading import CONFIG_DIR, load_config, system_of
+from leads.datasets.cache import ensure_dataset
+from leads.datasets.h5 import load_split
+from leads.envs.errors import UserError
+from leads.training.train import run_dir_for, train
 
 SYSTEM = "lotka_volterra"
 

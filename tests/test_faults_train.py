@@ -15,9 +15,10 @@ import pytest
 import torch
 from faults import assert_one_line_error, run_dirs, run_py, state, tiny_sets
 
-from datasets import load_split
-from leads.evaluate import load_checkpoint, predict
-from leads.results import read_rows
+from leads.datasets.h5 import load_split
+from leads.evaluation.scoring import predict
+from leads.reporting.results import read_rows
+from leads.training.checkpoints import load_checkpoint
 
 SYSTEM = "lotka_volterra"
 # 16 training batches per epoch (9 environments x 1 trajectory x 16 window starts, 1 item of

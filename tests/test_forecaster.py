@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from leads.forecaster import rollout, teacher_forcing_probability
+from leads.models.rollout import rollout, teacher_forcing_probability
 
 
 def decay(u, env):

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,18 +18,18 @@ import pytest
 import torch
 from tiny import tiny_config
 
-from envs import get_system
-from envs.errors import UserError
-from leads.adapt import BACKTRACK_FACTOR, _make_optimizer, adapt_to_new_environments
 from leads.cli import main
-from leads.config import load_config
-from leads.fewshot import shot_counts
-from leads.module import Forecaster
-from leads.probe import POOLED, fit_probe, probe_figure
-from leads.results import ALL, append_rows, read_rows
+from leads.config.loading import load_config
+from leads.envs.errors import UserError
+from leads.envs.registry import get_system
+from leads.evaluation.adaptation import BACKTRACK_FACTOR, _make_optimizer, adapt_to_new_environments
+from leads.evaluation.fewshot import shot_counts
+from leads.evaluation.probe import POOLED, fit_probe, probe_figure
+from leads.models.forecaster import Forecaster
+from leads.reporting.results import ALL, append_rows, read_rows
 
 METHODS = ("erm", "per_env", "leads", "coda", "lowrank", "lora")
-# What adaptation may change, per DESIGN.md (parameter names of the model).
+# What adaptation may change, per docs/architecture.md (parameter names of the model).
 ADAPTED = {
     "erm": lambda name: False,
     "per_env": lambda name: True,
@@ -185,7 +186,7 @@ def test_shot_counts_are_capped_at_the_adaptation_trajectories():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One tiny Lotka-Volterra run, trained and evaluated by the main job."""
-    from leads.experiment import run_experiment
+    from leads.jobs import run_experiment
 
     tmp = tmp_path_factory.mktemp("trained")
     cfg = tiny_config("lotka_volterra", tmp, "adapt.sets=[interp]")
@@ -194,7 +195,7 @@ def trained(tmp_path_factory):
 
 
 def _results(cfg_or_dir) -> list[dict]:
-    root = Path(cfg_or_dir["results_dir"]) if isinstance(cfg_or_dir, dict) else Path(cfg_or_dir)
+    root = Path(cfg_or_dir["results_dir"]) if isinstance(cfg_or_dir, Mapping) else Path(cfg_or_dir)
     return read_rows(root / "lotka_volterra" / "results.jsonl")
 
 
@@ -236,9 +237,9 @@ def _split_of(path: str | Path) -> str:
 
 
 def test_training_adaptation_and_early_stopping_never_read_test_data(trained, tmp_path, monkeypatch):
-    import leads.experiment as experiment
-    import leads.heldout as heldout
-    from leads.experiment import run_experiment
+    import leads.evaluation.heldout as heldout
+    import leads.jobs as experiment
+    from leads.jobs import run_experiment
 
     shutil.copytree(trained.tmp / "data", tmp_path / "data")
     poisoned = {_split_of(p) for p in _poison_tests(tmp_path / "data")}
@@ -339,7 +340,7 @@ def test_bad_heldout_strings_get_one_line_errors(system, spec, message, tmp_path
 
 
 def test_heldout_sets_from_yaml(tmp_path):
-    from leads.heldout import resolve_sets
+    from leads.evaluation.heldout import resolve_sets
 
     path = tmp_path / "sets.yaml"
     path.write_text("warm: [{F: 0.045, k: 0.064}]\ncool: 'F=0.02,k=0.05;F=0.021,k=0.05'\n")
@@ -370,7 +371,7 @@ _WRITER = textwrap.dedent("""
     import sys
     sys.path.insert(0, {root!r})
     from pathlib import Path
-    from leads.results import append_rows
+    from leads.reporting.results import append_rows
     proc = int(sys.argv[1])
     for batch in range(40):
         append_rows(Path({path!r}), [{{"proc": proc, "batch": batch, "i": i, "pad": "x" * 3000}} for i in range(8)])
@@ -434,8 +435,8 @@ def test_probe_recovers_parameters_encoded_linearly_in_contexts():
 # ------------------------------------------------------------------------------ sweeps
 def test_method_all_runs_every_method_and_seed_and_survives_a_divergence(monkeypatch, capsys):
     import leads.cli as cli
-    import leads.experiment as experiment
-    from leads.module import TrainingDiverged
+    import leads.jobs as experiment
+    from leads.models.forecaster import TrainingDiverged
 
     ran = []
 

@@ -7,12 +7,12 @@ import random
 import numpy as np
 import pytest
 
-from envs import get_system
-from leads import leaderboard
 from leads.cli import main
-from leads.evaluate import METRICS, Scores
-from leads.published import PUBLISHED, published_for
-from leads.results import ALL, append_rows, envs_key, read_rows, score_rows
+from leads.envs.registry import get_system
+from leads.evaluation.scoring import METRICS, Scores
+from leads.reporting import leaderboard
+from leads.reporting.published import PUBLISHED, published_for
+from leads.reporting.results import ALL, append_rows, envs_key, read_rows, score_rows
 
 GS = get_system("gray_scott")
 GEPS = next(p for p in PUBLISHED if p.system == "gray_scott" and p.protocol == "GEPS")
@@ -181,9 +181,9 @@ def test_published_entries_are_well_formed():
 def test_each_published_protocol_has_a_profile_that_reproduces_it():
     # The profile named by an entry must generate exactly its environments, step and horizon,
     # or its numbers would never be shown (or, worse, shown beside another protocol).
-    from envs import get_system
-    from leads.config import load_config
-    from leads.results import envs_key
+    from leads.config.loading import load_config
+    from leads.envs.registry import get_system
+    from leads.reporting.results import envs_key
 
     for entry in (e for e in PUBLISHED if e.profile is not None):
         cfg = load_config(entry.system, entry.profile)

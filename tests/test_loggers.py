@@ -2,8 +2,8 @@ import warnings
 
 import pytest
 
-from envs.errors import UserError
-from leads.loggers import make_logger, wandb_mode
+from leads.envs.errors import UserError
+from leads.training.loggers import make_logger, wandb_mode
 
 BASE = {"logger": "wandb", "wandb": {"mode": "offline", "project": "leads", "entity": None}}
 

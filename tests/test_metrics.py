@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from leads.metrics import mean_std, mse, relative_l2, relative_l2_per_step
+from leads.evaluation.metrics import mean_std, mse, relative_l2, relative_l2_per_step
 
 
 def traj(values):

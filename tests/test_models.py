@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from envs.errors import UserError
-from leads.adapters import Cond
-from leads.layers import Linear, Op, PeriodicConv2d, SpectralConv2d
-from leads.methods import METHODS, build_model
+from leads.envs.errors import UserError
+from leads.models.adapters import Cond
+from leads.models.layers import Linear, Op, PeriodicConv2d, SpectralConv2d
+from leads.models.methods import METHODS, build_model
 
 N_ENVS = 3
 SMALL = {

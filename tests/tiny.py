@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from leads.config import load_config
+from leads.config.loading import load_config
 
 TINY = [
     "train.max_steps=4", "train.val_every=2", "model.width=8",

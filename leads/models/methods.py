@@ -52,8 +52,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from envs.errors import UserError
-from leads.adapters import (
+from leads.envs.errors import UserError
+from leads.models.adapters import (
     CodaLayer,
     Cond,
     LoraLayer,
@@ -62,8 +62,8 @@ from leads.adapters import (
     SharedLayer,
     Weights,
 )
-from leads.backbones import build_backbone, resolve_config
-from leads.layers import Op
+from leads.models.backbones import build_backbone, resolve_config
+from leads.models.layers import Op
 
 
 class EnvModel(nn.Module):
@@ -318,8 +318,17 @@ METHODS: dict[str, type[EnvModel]] = {cls.name: cls for cls in (ERM, PerEnv, Lea
 
 def build_model(backbone_cfg: dict[str, Any], method_cfg: dict[str, Any],
                 state_shape: tuple[int, ...], n_envs: int) -> EnvModel:
-    """The model of method ``method_cfg["name"]`` (default ``lowrank``) on backbone
-    ``backbone_cfg["name"]``, for states of shape ``state_shape`` and ``n_envs`` environments."""
+    """A multi-environment model ``(u, env) -> du/dt``.
+
+    Args:
+        backbone_cfg: ``name`` (``mlp``, ``conv``, ``fno``) and its settings (``model:``).
+        method_cfg: ``name`` (a key of ``METHODS``, default ``lowrank``) and its settings.
+        state_shape: the shape of one state, e.g. ``(2,)`` or ``(2, 32, 32)``.
+        n_envs: the number of training environments.
+
+    Returns:
+        The ``EnvModel`` (interface in this module's docstring).
+    """
     method_cfg = dict(method_cfg)
     name = method_cfg.pop("name", "lowrank")
     if name not in METHODS:

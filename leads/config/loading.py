@@ -11,15 +11,19 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from envs import SYSTEMS, get_system
-from envs.errors import UserError
+from leads.config.schema import RunConfig, plain
+from leads.datasets.atomic import atomic_write_text
+from leads.envs.base import System
+from leads.envs.errors import UserError
+from leads.envs.registry import SYSTEMS, get_system
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -111,12 +115,13 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def apply_override(cfg: dict[str, Any], text: str) -> dict[str, Any]:
+def apply_override(cfg: Mapping[str, Any], text: str) -> dict[str, Any]:
+    """``cfg`` (plain form) with one ``key=value`` override merged in."""
     keys, value = parse_override(text)
     update: dict[str, Any] = value
     for k in reversed(keys):
         update = {k: update}
-    return merge(cfg, update)
+    return merge(plain(cfg), update)
 
 
 def load_config(
@@ -124,8 +129,18 @@ def load_config(
     profile: str | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     config_dir: Path = CONFIG_DIR,
-) -> dict[str, Any]:
-    """The fully resolved config for ``system``."""
+) -> RunConfig:
+    """The fully resolved and validated config for ``system``.
+
+    Args:
+        system: a registered system name (``leads.SYSTEMS``).
+        profile: a profile of ``configs/<system>.yaml`` (default: the file's ``profile``, ``quick``).
+        overrides: ``"section.key=value"`` strings, as ``--set`` takes them.
+        config_dir: where ``defaults.yaml`` and ``<system>.yaml`` are read from.
+
+    Returns:
+        The typed configuration; ``cfg.to_dict()`` is the plain form saved with a run.
+    """
     if system not in SYSTEMS:
         raise UserError(f"unknown system '{system}'; choose one of: {', '.join(sorted(SYSTEMS))}")
     path = config_dir / f"{system}.yaml"
@@ -160,37 +175,20 @@ def load_config(
     for text in overrides:
         if parse_override(text)[0] != ["profile"]:
             cfg = apply_override(cfg, text)
-    validate(cfg)
-    return cfg
+    get_system(system, **cfg["system"])  # the system checks its own section
+    return RunConfig.from_dict(cfg)
 
 
-def validate(cfg: dict[str, Any]) -> None:
-    """Checks that need the whole config; the system validates its own section."""
-    from leads.config_rules import check_values
-
-    get_system(cfg["system_name"], **cfg["system"])
-    check_values(cfg)
-    method = cfg["method"]
-    if method not in cfg["methods"]:
-        raise UserError(f"unknown method '{method}'; choose one of: {', '.join(sorted(map(str, cfg['methods'])))}")
-    if not isinstance(cfg["methods"][method], dict):
-        raise UserError(f"config key 'methods.{method}' must be a mapping of the method's settings, "
-                        f"got {cfg['methods'][method]!r}")
+def system_of(cfg: Mapping[str, Any]) -> System:
+    """The system a run config describes, with its ``system`` settings applied."""
+    return get_system(cfg["system_name"], **cfg["system"])
 
 
-def method_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    return {"name": cfg["method"], **cfg["methods"][cfg["method"]]}
-
-
-def config_hash(cfg: dict[str, Any], n: int = 12) -> str:
-    text = json.dumps(cfg, sort_keys=True, default=str)
+def config_hash(cfg: Mapping[str, Any], n: int = 12) -> str:
+    text = json.dumps(plain(cfg), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:n]
 
 
-def save_config(cfg: dict[str, Any], path: Path) -> None:
+def save_config(cfg: Mapping[str, Any], path: Path) -> None:
     """Written atomically: a crash never leaves a half-written config beside a run."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as f:
-        yaml.safe_dump(cfg, f, sort_keys=False)
-    tmp.replace(path)
+    atomic_write_text(path, yaml.safe_dump(plain(cfg), sort_keys=False))

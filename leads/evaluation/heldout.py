@@ -25,15 +25,16 @@ from typing import Any
 
 import torch
 
-from datasets import Trajectories, ensure_split, load_split
-from datasets.splits import check_set_name
-from envs import Env, System
-from envs.errors import UserError
-from leads.adapt import Adapted, adapt_to_new_environments
-from leads.evaluate import Scores, score
-from leads.module import Forecaster
-from leads.results import envs_key
-from leads.train import env_label, system_of
+from leads.config.loading import system_of
+from leads.datasets.cache import ensure_split
+from leads.datasets.h5 import Trajectories, load_split
+from leads.datasets.splits import check_set_name
+from leads.envs.base import Env, System, env_label
+from leads.envs.errors import UserError
+from leads.evaluation.adaptation import Adapted, adapt_to_new_environments
+from leads.evaluation.scoring import Scores, score
+from leads.models.forecaster import Forecaster
+from leads.reporting.results import envs_key
 
 
 def _number(text: str, where: str) -> float:
@@ -80,7 +81,7 @@ def _parse_envs(system: System, value: Any, where: str) -> list[Env]:
 
 
 def _from_yaml(system: System, path: Path) -> dict[str, list[Env]]:
-    from leads.config import load_yaml
+    from leads.config.loading import load_yaml
 
     if not path.is_file():
         raise UserError(f"held-out set file {path} does not exist")

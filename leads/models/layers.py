@@ -2,7 +2,7 @@
 
 An op computes ``y = op(x, W)`` (bias is added by the caller). Its weight has shape
 ``(out, *tail)``: output channel ``o`` of ``y`` depends only on ``W[o]``. Two consequences
-the adapters in ``leads.adapters`` rely on:
+the adapters in ``leads.models.adapters`` rely on:
 
 - a weight with any number ``k`` of rows is valid, giving ``k`` output channels; so a
   low-rank term ``op(x, A diag(c) B) = A · (c ⊙ op(x, B))`` costs one op with ``rank`` rows;
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from envs.errors import UserError
+from leads.envs.errors import UserError
 
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "swish": F.silu,

@@ -27,9 +27,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from envs.errors import UserError
-from leads.adapters import Cond
-from leads.layers import Linear, Op, PeriodicConv2d, SpectralConv2d, get_activation
+from leads.envs.errors import UserError
+from leads.models.adapters import Cond
+from leads.models.layers import Linear, Op, PeriodicConv2d, SpectralConv2d, get_activation
 
 MakeLayer = Callable[[Op], nn.Module]
 

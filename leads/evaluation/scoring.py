@@ -7,14 +7,12 @@ beyond it (time extrapolation) are reported separately, both excluding the given
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from envs.errors import UserError
-from leads.metrics import mean_std, mse, relative_l2, relative_l2_per_step
-from leads.module import Forecaster
+from leads.evaluation.metrics import mean_std, mse, relative_l2, relative_l2_per_step
+from leads.models.forecaster import Forecaster
 
 # Every per-trajectory metric of Scores, as stored in results rows.
 METRICS = {
@@ -70,8 +68,20 @@ def flatten_trajectories(states: torch.Tensor, shots: int | None = None) -> tupl
     return states.flatten(0, 1), env
 
 
-def score(module: Forecaster, states: torch.Tensor, t: np.ndarray, train_horizon: float) -> Scores:
-    """Score rollouts of stored trajectories ``(n_env, n_traj, n_t, *state)``."""
+def score(module: Forecaster, states: torch.Tensor, t: np.ndarray | torch.Tensor, train_horizon: float) -> Scores:
+    """Roll the model out from the first state of each trajectory and score it.
+
+    Args:
+        module: the forecaster (its environment ``e`` is the ``e``-th environment of ``states``).
+        states: ``(n_env, n_traj, n_t, *state)`` true trajectories.
+        t: ``(n_t,)`` observation times.
+        train_horizon: ``T``; errors over ``(0, T]`` and ``(T, t_end]`` are reported apart.
+
+    Returns:
+        ``Scores``: per-trajectory errors (``METRICS``), each excluding the given state unless
+        its name says otherwise; ``summary(key)`` gives their mean and std.
+    """
+    t = np.asarray(t)
     flat, env = flatten_trajectories(states)
     tt = torch.as_tensor(t, dtype=flat.dtype)
     pred = predict(module, flat, tt, env)
@@ -93,22 +103,3 @@ def rollout_examples(module: Forecaster, states: torch.Tensor, t: np.ndarray) ->
     first = states[:, 0]
     pred = predict(module, first, torch.as_tensor(t, dtype=first.dtype), torch.arange(len(first)))
     return pred.numpy(), first.numpy()
-
-
-def load_checkpoint(path: str | Path, system: str | None = None) -> Forecaster:
-    """A trained forecaster from a checkpoint written by training (on CPU); ``system`` checks it is
-    a model of that system."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist; pass a .ckpt written by training, "
-                        "e.g. runs/<system>/<run>/checkpoints/best.ckpt")
-    try:
-        module = Forecaster.load_from_checkpoint(str(path), map_location="cpu")
-    except Exception as e:  # a foreign or damaged file: whatever torch or Lightning raised
-        raise UserError(f"{path} is not a checkpoint of this project ({type(e).__name__}); pass a .ckpt "
-                        "written by training, e.g. runs/<system>/<run>/checkpoints/best.ckpt") from None
-    got = module.cfg.get("system_name")
-    if system is not None and got != system:
-        raise UserError(f"checkpoint {path} holds a {got} model, not {system}; pass --env {got} "
-                        f"or a {system} checkpoint")
-    return module

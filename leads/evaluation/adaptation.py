@@ -20,18 +20,18 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from envs.errors import UserError
-from leads.evaluate import flatten_trajectories
-from leads.metrics import relative_l2
-from leads.module import Forecaster
+from leads.config.schema import AdaptConfig
+from leads.envs.errors import UserError
+from leads.evaluation.metrics import relative_l2
+from leads.evaluation.scoring import flatten_trajectories
+from leads.models.forecaster import Forecaster
 
-OPTIMIZERS = ("auto", "adam", "lbfgs")
 LINE_SEARCH_EVALS = 20
 BACKTRACK_FACTOR = 10.0
 MAX_BACKTRACKS = 6
@@ -56,26 +56,38 @@ def adapt_to_new_environments(
     val_states: torch.Tensor,
     t: torch.Tensor,
     env_names: list[str],
-    cfg: dict[str, Any],
+    cfg: AdaptConfig | Mapping[str, Any] | None = None,
     shots: int | None = None,
     on_check: Callable[[int, Forecaster], None] | None = None,
 ) -> Adapted:
     """Fit fresh environment-specific parameters for ``len(env_names)`` new environments.
 
-    ``adapt_states`` / ``val_states`` are ``(n_env, n_traj, n_t, *state)``; the first ``shots``
-    (default ``cfg["shots"]``) adaptation trajectories of each environment are fitted, the
-    validation ones choose the step to keep (checked every ``cfg["val_every"]`` steps, stopping
-    after ``cfg["patience"]`` checks without improvement). ``module`` is left untouched.
-    ``on_check(step, current)`` is called at step 0 and at every validation check (for
-    benchmarks tracing the error along the way); its time is not counted in ``seconds``.
+    Args:
+        module: a trained forecaster; left untouched (the result holds an adapted copy).
+        adapt_states: ``(n_env, n_traj, n_t, *state)`` trajectories to fit; the first ``shots``
+            of each environment are used.
+        val_states: ``(n_env, n_val, n_t, *state)`` trajectories that choose the step to keep
+            (checked every ``cfg.val_every`` steps, stopping after ``cfg.patience`` checks
+            without improvement). Never pass test trajectories here.
+        t: ``(n_t,)`` observation times.
+        env_names: one label per new environment.
+        cfg: the ``adapt`` settings (default: the module's own run config).
+        shots: trajectories per environment to fit (default ``cfg.shots``).
+        on_check: called as ``on_check(step, current)`` at step 0 and at every validation
+            check (benchmarks trace the error with it); its time is not counted.
+
+    Returns:
+        ``Adapted``: the adapted copy, the steps taken and kept, seconds, the best validation
+        error and the number of parameters adapted per environment.
     """
     start = time.perf_counter()
-    shots = cfg["shots"] if shots is None else shots
+    cfg = AdaptConfig.of(module.cfg.adapt if cfg is None else cfg)
+    shots = cfg.shots if shots is None else shots
     _check(adapt_states, val_states, env_names, shots)
     device = module.u_mean.device
     new = copy.deepcopy(module)
     new.env_names = list(env_names)
-    new.model.reset_environments(len(env_names), init=cfg["init"])
+    new.model.reset_environments(len(env_names), init=cfg.init)
     new.to(device)
     for p in new.parameters():
         p.requires_grad_(False)
@@ -91,7 +103,7 @@ def adapt_to_new_environments(
     t = t.to(device, x.dtype)
     optimizer = _optimizer_name(cfg, new.model.adapts_weights)
     # L-BFGS finds its step by line search: its lr is the first trial step, 1 unless backtracked.
-    lr = 1.0 if optimizer == "lbfgs" else float(cfg["weights_lr"] if new.model.adapts_weights else cfg["lr"])
+    lr = 1.0 if optimizer == "lbfgs" else float(cfg.weights_lr if new.model.adapts_weights else cfg.lr)
     opt = _make_optimizer(optimizer, params, lr)
 
     def closure() -> torch.Tensor:
@@ -116,7 +128,7 @@ def adapt_to_new_environments(
 
     best, best_step, best_state, since, step = val_error(0), 0, _snapshot(params), 0, 0
     last_finite, backtracks = best_state, 0
-    for step in range(1, cfg["steps"] + 1):
+    for step in range(1, cfg.steps + 1):
         new.train()
         before = _snapshot(params)
         if optimizer == "adam":
@@ -135,13 +147,13 @@ def adapt_to_new_environments(
             lr /= BACKTRACK_FACTOR
             opt = _make_optimizer(optimizer, params, lr)  # fresh state: the old one led here
             continue
-        if step % cfg["val_every"] == 0:
+        if step % cfg.val_every == 0:
             err = val_error(step)
             if err < best:
                 best, best_step, best_state, since = err, step, _snapshot(params), 0
             else:
                 since += 1
-                if since >= cfg["patience"]:
+                if since >= cfg.patience:
                     break
     _restore(params, best_state)
     for p in params:
@@ -168,10 +180,8 @@ def _check(adapt_states: torch.Tensor, val_states: torch.Tensor, env_names: list
                         f"validation data and {len(env_names)} names; they must agree")
 
 
-def _optimizer_name(cfg: dict[str, Any], adapts_weights: bool) -> str:
-    name = cfg.get("optimizer", "auto")
-    if name not in OPTIMIZERS:
-        raise UserError(f"unknown adapt.optimizer '{name}'; choose one of: {', '.join(OPTIMIZERS)}")
+def _optimizer_name(cfg: AdaptConfig, adapts_weights: bool) -> str:
+    name = cfg.optimizer  # auto | adam | lbfgs, checked by AdaptConfig
     if name == "auto":
         # A handful of context numbers: full-batch quasi-Newton converges in a few iterations;
         # whole networks: Adam, as in training.
@@ -196,3 +206,6 @@ def _restore(params: list[torch.nn.Parameter], values: list[torch.Tensor]) -> No
     with torch.no_grad():
         for p, v in zip(params, values, strict=True):
             p.copy_(v)
+
+
+adapt = adapt_to_new_environments  # the public name (``leads.adapt``)

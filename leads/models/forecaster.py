@@ -13,11 +13,11 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from envs.errors import UserError
-from leads.config import method_config
-from leads.forecaster import rollout, teacher_forcing_probability
-from leads.methods import build_model
-from leads.metrics import relative_l2
+from leads.config.schema import RunConfig
+from leads.envs.errors import UserError
+from leads.evaluation.metrics import relative_l2
+from leads.models.methods import build_model
+from leads.models.rollout import rollout, teacher_forcing_probability
 
 
 class TrainingDiverged(UserError):
@@ -25,12 +25,23 @@ class TrainingDiverged(UserError):
 
 
 class Forecaster(pl.LightningModule):
-    def __init__(self, cfg: dict[str, Any], state_shape: tuple[int, ...], env_names: list[str]) -> None:
+    """A method's model as a vector field, integrated over observation times, trained by Lightning.
+
+    Args:
+        cfg: the run configuration (``RunConfig`` or its plain form); the forecaster uses its
+            ``model``, ``methods``/``method``, ``forecaster``, ``train`` and ``seed`` parts and
+            keeps the whole plain form in the checkpoint, so the run can be traced from it.
+        state_shape: the shape of one state, e.g. ``(2, 32, 32)``.
+        env_names: one label per training environment (``env_label`` of its parameters).
+    """
+
+    def __init__(self, cfg: RunConfig | dict[str, Any], state_shape: tuple[int, ...], env_names: list[str]) -> None:
         super().__init__()
-        self.save_hyperparameters({"cfg": cfg, "state_shape": list(state_shape), "env_names": env_names})
+        cfg = RunConfig.of(cfg)
+        self.save_hyperparameters({"cfg": cfg.to_dict(), "state_shape": list(state_shape), "env_names": env_names})
         self.cfg = cfg
         self.env_names = list(env_names)
-        self.model = build_model(cfg["model"], method_config(cfg), tuple(state_shape), len(env_names))
+        self.model = build_model(cfg.model.to_dict(), cfg.method_settings, tuple(state_shape), len(env_names))
         stat_shape = (state_shape[0],) + (1,) * (len(state_shape) - 1)
         self.register_buffer("u_mean", torch.zeros(stat_shape))
         self.register_buffer("u_std", torch.ones(stat_shape))
@@ -55,13 +66,13 @@ class Forecaster(pl.LightningModule):
         return self.du_std * self.model((u - self.u_mean) / self.u_std, env)
 
     def forward(self, u0: torch.Tensor, t: torch.Tensor, env: torch.Tensor, **kw: Any) -> torch.Tensor:
-        fc = self.cfg["forecaster"]
-        return rollout(self.vector_field, u0, t, env, method=fc["solver"], substeps=fc["substeps"], **kw)
+        fc = self.cfg.forecaster
+        return rollout(self.vector_field, u0, t, env, method=fc.solver, substeps=fc.substeps, **kw)
 
     # ------------------------------------------------------------------ training
     def teacher_forcing(self) -> float:
-        tf = self.cfg["forecaster"]["teacher_forcing"]
-        return teacher_forcing_probability(self.global_step, tf["start"], tf["decay"], tf["every"])
+        tf = self.cfg.forecaster.teacher_forcing
+        return teacher_forcing_probability(self.global_step, tf.start, tf.decay, tf.every)
 
     def objective(self, pred: torch.Tensor, states: torch.Tensor,
                   env: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,7 +106,7 @@ class Forecaster(pl.LightningModule):
         an uninterrupted single-process run draws."""
         trainer = self._trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        g = torch.Generator().manual_seed(int(self.cfg["seed"]) * 1_000_003 + int(self.global_step))
+        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + int(self.global_step))
         draws = torch.rand((max(n_t - 2, 0), batch * world), generator=g)
         return draws[:, rank::world].to(device)
 
@@ -103,7 +114,7 @@ class Forecaster(pl.LightningModule):
         value = float(loss.detach())
         if self._first_loss is None and math.isfinite(value):
             self._first_loss = max(value, 1e-12)
-        factor = self.cfg["train"]["explode_factor"]
+        factor = self.cfg.train.explode_factor
         exploded = self._first_loss is not None and value > factor * self._first_loss
         local = not math.isfinite(value) or exploded
         stop = local
@@ -123,13 +134,11 @@ class Forecaster(pl.LightningModule):
         )
 
     def configure_optimizers(self) -> Any:
-        tc = self.cfg["train"]
-        opt = torch.optim.Adam(self.model.parameters(), lr=tc["lr"], weight_decay=tc["weight_decay"])
-        if tc["scheduler"] == "none":
+        tc = self.cfg.train  # scheduler is one of cosine | none (checked by the config)
+        opt = torch.optim.Adam(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        if tc.scheduler == "none":
             return opt
-        if tc["scheduler"] != "cosine":
-            raise UserError(f"unknown train.scheduler '{tc['scheduler']}'; choose cosine or none")
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(tc["max_steps"], 1), eta_min=tc["lr"] * 0.01)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=tc.max_steps, eta_min=tc.lr * 0.01)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ------------------------------------------------------------------ validation

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,19 +13,23 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from datasets import TrajectoryDataModule, load_split
-from envs import System, get_system
-from envs.errors import UserError
-from leads.checkpoints import (
+from leads.config.loading import config_hash, save_config, system_of
+from leads.config.schema import RunConfig
+from leads.datasets.atomic import atomic_write_text
+from leads.datasets.datamodule import TrajectoryDataModule
+from leads.datasets.h5 import load_split
+from leads.envs.base import env_label
+from leads.envs.errors import UserError
+from leads.models.forecaster import Forecaster
+from leads.training.checkpoints import (
     AtomicCheckpointIO,
     TrainClock,
+    ValidateLastStep,
     check_resume_checkpoint,
     checkpoint_callbacks,
     remove_stale_temps,
 )
-from leads.config import config_hash, save_config
-from leads.loggers import make_logger
-from leads.module import Forecaster
+from leads.training.loggers import make_logger
 
 ACCELERATORS = ("auto", "cpu", "cuda", "gpu", "mps")
 RUN_DIR_ENV = "LEADS_RUN_DIR"  # rank 0's run directory, inherited by the ranks DDP launches
@@ -33,9 +37,8 @@ RUN_DIR_ENV = "LEADS_RUN_DIR"  # rank 0's run directory, inherited by the ranks 
 # Lightning notices that do not apply here: tiny epochs are by design (balanced windows); the
 # sampler skips what a resumed run already trained on (datasets/sharding.py); validation scores
 # are all-gathered by the module itself under DDP.
-for _pattern in (".*LeafSpec.*", ".*smaller than the logging interval.*", ".*dataloader is not resumable.*",
-                 ".*does not have many workers.*", ".*when logging on epoch level in distributed setting.*"):
-    warnings.filterwarnings("ignore", message=_pattern)
+IGNORED_WARNINGS = (".*LeafSpec.*", ".*smaller than the logging interval.*", ".*dataloader is not resumable.*",
+                    ".*does not have many workers.*", ".*when logging on epoch level in distributed setting.*")
 
 
 @dataclass
@@ -47,14 +50,6 @@ class TrainedRun:
     train_seconds: float
     logger: Any
     is_global_zero: bool = True  # under DDP only rank 0 evaluates and writes results
-
-
-def system_of(cfg: dict[str, Any]) -> System:
-    return get_system(cfg["system_name"], **cfg["system"])
-
-
-def env_label(env: dict[str, float]) -> str:
-    return ",".join(f"{k}={v:g}" for k, v in env.items())
 
 
 def run_id_of(cfg: dict[str, Any]) -> str:
@@ -134,10 +129,20 @@ def data_and_model(cfg: dict[str, Any]) -> tuple[TrajectoryDataModule, Forecaste
     return dm, module
 
 
-def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True,
+def train(cfg: RunConfig | Mapping[str, Any], resume: bool = False, progress: bool = True,
           callbacks: Sequence[pl.Callback] = ()) -> TrainedRun:
-    """Train ``cfg`` (a resolved config) and return its best checkpoint chosen on validation.
-    ``callbacks`` are added to Lightning's (benchmarks use them to trace validation error)."""
+    """Train a run and return its best checkpoint, chosen on validation.
+
+    Args:
+        cfg: the run configuration (``load_config``'s result, or its plain form).
+        resume: continue the latest run of this configuration from its ``last.ckpt``.
+        progress: show Lightning's progress bar.
+        callbacks: added to Lightning's (benchmarks use them to trace validation error).
+
+    Returns:
+        ``TrainedRun``: the run directory and id, the best checkpoint and its module, seconds.
+    """
+    cfg = RunConfig.of(cfg)
     system_of(cfg)  # a bad system config fails here, before a run directory is made
     run_dir, run_id = claim_run_dir(cfg, resume)
     ckpt_dir = run_dir / "checkpoints"
@@ -159,24 +164,27 @@ def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True,
     checkpoint, last_checkpoint = checkpoint_callbacks(ckpt_dir)
     clock = TrainClock()
     logger = make_logger(cfg, run_dir, run_id)
-    tc = cfg["train"]
-    trainer = pl.Trainer(
-        **trainer_kwargs(cfg),
-        max_steps=tc["max_steps"],
-        val_check_interval=tc["val_every"],
-        check_val_every_n_epoch=None,
-        num_sanity_val_steps=0,
-        gradient_clip_val=tc["grad_clip"] or None,
-        logger=logger if logger is not None else False,
-        callbacks=[clock, checkpoint, last_checkpoint, *callbacks],
-        plugins=[AtomicCheckpointIO()],
-        use_distributed_sampler=False,  # the datamodule shards training batches itself (datasets/sharding.py)
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        log_every_n_steps=min(50, tc["val_every"]),
-        default_root_dir=str(run_dir),
-    )
-    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
+    with warnings.catch_warnings():
+        for pattern in IGNORED_WARNINGS:
+            warnings.filterwarnings("ignore", message=pattern)
+        tc = cfg["train"]
+        trainer = pl.Trainer(
+            **trainer_kwargs(cfg),
+            max_steps=tc["max_steps"],
+            val_check_interval=tc["val_every"],
+            check_val_every_n_epoch=None,
+            num_sanity_val_steps=0,
+            gradient_clip_val=tc["grad_clip"] or None,
+            logger=logger if logger is not None else False,
+            callbacks=[clock, ValidateLastStep(), checkpoint, last_checkpoint, *callbacks],
+            plugins=[AtomicCheckpointIO()],
+            use_distributed_sampler=False,  # the datamodule shards training batches itself (datasets/sharding.py)
+            enable_progress_bar=progress,
+            enable_model_summary=False,
+            log_every_n_steps=min(50, tc["val_every"]),
+            default_root_dir=str(run_dir),
+        )
+        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
     seconds = clock.seconds()
     if resume and not clock.restored:  # a checkpoint written before the clock was saved in them
         seconds += _read_state(run_dir).get("train_seconds", 0.0)
@@ -195,6 +203,4 @@ def _read_state(run_dir: Path) -> dict[str, Any]:
 
 
 def _write_state(run_dir: Path, state: dict[str, Any]) -> None:
-    tmp = run_dir / "state.json.tmp"
-    tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, run_dir / "state.json")
+    atomic_write_text(run_dir / "state.json", json.dumps(state, indent=1))

@@ -15,16 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from envs import Env, System  # noqa: E402
-from leads.module import Forecaster  # noqa: E402
+from leads.envs.base import Env, System
+from leads.models.forecaster import Forecaster
 
 # Methods whose environments are described by one context vector, and where to find them.
 CONTEXTS: dict[str, Callable[[torch.nn.Module], torch.Tensor]] = {
@@ -103,11 +101,12 @@ def probe_figure(probe: Probe, title: str = "") -> Figure:
     axes_pc = np.vstack([axes_pc, np.zeros((2 - len(axes_pc), allc.shape[1]))])  # rank-1 contexts
     markers = ["o", "^", "s", "D", "v", "P", "X"]
     n = len(probe.param_names)
-    fig, axes = plt.subplots(1, n, figsize=(3.4 * n, 3.0), squeeze=False)
+    fig = Figure(figsize=(3.4 * n, 3.0))
+    axes = fig.subplots(1, n, squeeze=False)
     for j, pname in enumerate(probe.param_names):
         ax = axes[0, j]
         values = np.concatenate([p[:, j] for _, p in groups.values()])
-        norm = matplotlib.colors.Normalize(values.min(), values.max())
+        norm = Normalize(values.min(), values.max())
         for k, (c, p) in enumerate(groups.values()):
             xy = (c - allc.mean(0)) @ axes_pc.T
             sc = ax.scatter(xy[:, 0], xy[:, 1], c=p[:, j], cmap="viridis", norm=norm,
@@ -118,7 +117,7 @@ def probe_figure(probe: Probe, title: str = "") -> Figure:
         ax.set_xlabel("context PC1", fontsize=7)
         ax.set_ylabel("context PC2", fontsize=7)
         ax.tick_params(labelsize=6)
-        handles = [plt.Line2D([], [], ls="", marker=markers[k % len(markers)], color="0.6", markeredgecolor="k")
+        handles = [Line2D([], [], ls="", marker=markers[k % len(markers)], color="0.6", markeredgecolor="k")
                    for k in range(len(groups))]
         ax.legend(handles, list(groups), fontsize=6)
     if title:

@@ -4,9 +4,8 @@ optional few-shot curve and context probe, figures, result rows, W&B, a printed 
 from __future__ import annotations
 
 import json
-import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,18 +13,32 @@ from typing import Any
 import numpy as np
 import torch
 
-from datasets import Trajectories, ensure_split, load_split
-from envs.errors import UserError
-from leads import leaderboard, plots
-from leads.config import apply_override
-from leads.evaluate import Scores, load_checkpoint, rollout_examples, score
-from leads.fewshot import few_shot_curve, few_shot_figure
-from leads.heldout import SetResult, evaluate_heldout, heldout_sets
-from leads.loggers import make_logger
-from leads.module import Forecaster
-from leads.probe import Probe, fit_probe, probe_figure, probe_rows
-from leads.results import append_rows, envs_key, git_commit, now, read_rows, results_path, score_rows, study_hash
-from leads.train import env_label, system_of, train
+from leads.config.loading import apply_override, system_of
+from leads.config.schema import RunConfig
+from leads.datasets.atomic import atomic_write_text
+from leads.datasets.cache import ensure_split
+from leads.datasets.h5 import Trajectories, load_split
+from leads.envs.base import env_label
+from leads.envs.errors import UserError
+from leads.evaluation.fewshot import few_shot_curve, few_shot_figure
+from leads.evaluation.heldout import SetResult, evaluate_heldout, heldout_sets
+from leads.evaluation.probe import Probe, fit_probe, probe_figure, probe_rows
+from leads.evaluation.scoring import Scores, rollout_examples, score
+from leads.models.forecaster import Forecaster
+from leads.reporting import leaderboard, plots
+from leads.reporting.results import (
+    append_rows,
+    envs_key,
+    git_commit,
+    now,
+    read_rows,
+    results_path,
+    score_rows,
+    study_hash,
+)
+from leads.training.checkpoints import load_checkpoint
+from leads.training.loggers import make_logger
+from leads.training.train import train
 
 # What `evaluate` may change in a checkpoint's config: how to adapt and score, not what was trained.
 EVAL_OVERRIDABLE = ("adapt", "data", "results_dir", "runs_dir", "device", "logger", "wandb")
@@ -53,9 +66,10 @@ def evaluate_in_domain(module: Forecaster, cfg: dict[str, Any]) -> tuple[Scores,
     return score(module, data.states, data.t, system.horizon), data
 
 
-def evaluate_model(module: Forecaster, cfg: dict[str, Any], few_shot: bool = False) -> Evaluation:
-    """Score ``module`` in-domain, adapt it to each set of ``cfg["adapt"]["sets"]`` and score it
+def evaluate_model(module: Forecaster, cfg: RunConfig | Mapping[str, Any], few_shot: bool = False) -> Evaluation:
+    """Score ``module`` in-domain, adapt it to each set of ``cfg.adapt.sets`` and score it
     there; with ``few_shot``, also for each k of the few-shot curve."""
+    cfg = RunConfig.of(cfg)
     sets = heldout_sets(cfg)
     module = module.to(resolve_device(cfg))
     in_domain, test = evaluate_in_domain(module, cfg)
@@ -66,9 +80,10 @@ def evaluate_model(module: Forecaster, cfg: dict[str, Any], few_shot: bool = Fal
 
 
 # ------------------------------------------------------------------------------ entry points
-def run_experiment(cfg: dict[str, Any], resume: bool = False, progress: bool = True,
+def run_experiment(cfg: RunConfig | Mapping[str, Any], resume: bool = False, progress: bool = True,
                    few_shot: bool = False) -> dict[str, Any]:
     """Train ``cfg``, evaluate the best checkpoint, append its rows to ``results.jsonl``."""
+    cfg = RunConfig.of(cfg)
     heldout_sets(cfg)  # a bad held-out set fails now, not after training
     run = train(cfg, resume=resume, progress=progress)
     if not run.is_global_zero:  # under DDP, rank 0 alone evaluates and writes rows
@@ -79,7 +94,7 @@ def run_experiment(cfg: dict[str, Any], resume: bool = False, progress: bool = T
     append_rows(results_path(cfg), rows)
     figures = _figures(run.run_dir / "figures", cfg, run.module, ev)
     summary = _summary(info, str(run.run_dir), ev)
-    _atomic_json(run.run_dir / "summary.json", summary)
+    atomic_write_text(run.run_dir / "summary.json", json.dumps(summary, indent=1))
     exp = _wandb_experiment(run.logger)
     if exp is not None:
         _log_wandb(exp, cfg, summary, figures, ev)
@@ -97,10 +112,9 @@ def evaluate_checkpoint(ckpt: str | Path, system: str, overrides: Sequence[str] 
         if text.split("=", 1)[0].split(".")[0].strip() not in EVAL_OVERRIDABLE:
             raise UserError(f"--set {text}: evaluate can only change {', '.join(EVAL_OVERRIDABLE)}; "
                             "the rest is fixed by the checkpoint")
-        cfg = apply_override(cfg, text)
-    cfg["adapt"]["sets"] = list(cfg["adapt"]["sets"]) + list(heldout)
-    if shots is not None:
-        cfg["adapt"]["shots"] = shots
+        cfg = RunConfig.of(apply_override(cfg, text))
+    adapt = cfg.adapt.replace(sets=[*cfg.adapt.sets, *heldout], shots=cfg.adapt.shots if shots is None else shots)
+    cfg = cfg.replace(adapt=adapt)
     module.cfg = cfg
     ckpt = Path(ckpt)
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
@@ -136,7 +150,7 @@ def _run_info(cfg: dict[str, Any], module: Forecaster, run_id: str, train_second
 
 
 def evaluation_rows(cfg: dict[str, Any], info: dict[str, Any], ev: Evaluation) -> list[dict[str, Any]]:
-    """Every number of ``ev`` as results rows (see :mod:`leads.results`)."""
+    """Every number of ``ev`` as results rows (see :mod:`leads.reporting.results`)."""
     system = system_of(cfg)
     base = {**info, "kind": "in_domain", "shots": None, "set_envs_key": info["train_envs_key"],
             "adapt_steps": None, "adapt_best_step": None, "adapt_seconds": None, "n_adapted_params": None}
@@ -216,12 +230,6 @@ def format_summary(summary: dict[str, Any]) -> str:
     for name, r2 in summary.get("probe_r2", {}).items():
         lines.append(f"context probe R² on {name}: " + ", ".join(f"{p} {v:.2f}" for p, v in r2.items()))
     return "\n".join(lines)
-
-
-def _atomic_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
 
 
 def _wandb_experiment(logger: Any) -> Any:

@@ -21,13 +21,27 @@ def _flat(pred: torch.Tensor, true: torch.Tensor) -> tuple[torch.Tensor, torch.T
 
 
 def relative_l2(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
-    """``||ŷ - y|| / ||y||`` over each whole trajectory (t > 0): shape ``(N,)``."""
+    """``||ŷ - y|| / ||y||`` over each whole trajectory, t = 0 excluded.
+
+    Args:
+        pred, true: ``(N, n_t, *state)``; entry 0 of the time axis is the given initial state.
+
+    Returns:
+        ``(N,)``, one error per trajectory.
+    """
     p, y = _flat(pred, true)
     return (p - y).norm(dim=1) / y.norm(dim=1)
 
 
 def mse(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over each trajectory (t > 0): shape ``(N,)``."""
+    """Mean squared error over each trajectory, t = 0 excluded.
+
+    Args:
+        pred, true: ``(N, n_t, *state)``; entry 0 of the time axis is the given initial state.
+
+    Returns:
+        ``(N,)``, one error per trajectory.
+    """
     p, y = _flat(pred, true)
     return ((p - y) ** 2).mean(dim=1)
 

@@ -15,7 +15,8 @@ from typing import Any
 
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 
-from envs.errors import UserError
+from leads.config.schema import plain
+from leads.envs.errors import UserError
 
 LOGGERS = ("wandb", "csv", "none")
 
@@ -63,7 +64,7 @@ def make_logger(cfg: dict[str, Any], run_dir: Path, run_id: str) -> Logger | Non
         save_dir=str(run_dir),
         mode=mode,
         resume="allow",
-        config=cfg,
+        config=plain(cfg),
         settings=_settings(),
     )
 

@@ -1,4 +1,4 @@
-"""Published numbers of LEADS, CoDA and GEPS (from /work/shared/PROTOCOLS.md), with their protocols.
+"""Published numbers of LEADS, CoDA and GEPS (from docs/protocols.md), with their protocols.
 
 A leaderboard shows an entry only beside rows that followed the same protocol: profile
 ``paper`` of the same system, the same training environments, observation step and horizon,
@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from envs import Env, get_system
-from leads.results import envs_key
+from leads.envs.base import Env
+from leads.envs.registry import get_system
+from leads.reporting.results import envs_key
 
 Number = tuple[float, float | None]  # mean, std (None where not published)
 

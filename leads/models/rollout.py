@@ -13,21 +13,11 @@ from collections.abc import Callable
 
 import torch
 
+from leads.envs.solvers import euler_step, rk4_step
+
 VectorField = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-
-def rk4_step(f: VectorField, u: torch.Tensor, env: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    k1 = f(u, env)
-    k2 = f(u + 0.5 * h * k1, env)
-    k3 = f(u + 0.5 * h * k2, env)
-    k4 = f(u + h * k3, env)
-    return u + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-
-
-def euler_step(f: VectorField, u: torch.Tensor, env: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    return u + h * f(u, env)
-
-
+# The learned field is autonomous; the steppers are the solvers' own, with the time ignored.
 STEPPERS = {"rk4": rk4_step, "euler": euler_step}
 
 
@@ -44,21 +34,32 @@ def rollout(
     generator: torch.Generator | None = None,
     draws: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """States at times ``t`` (shape ``(n_t,)``, shared by the batch), starting at ``u0``.
+    """Integrate ``du/dt = f(u, env)`` from ``u0`` over the observation times ``t``.
 
-    Returns ``(B, n_t, *state)``; entry 0 is ``u0`` itself. With ``truth`` (``(B, n_t, *state)``)
-    and ``teacher_forcing > 0``, each sample restarts from the truth with that probability at
-    each observation (independently per sample and step); ``draws`` (``(n_t - 2, B)`` uniforms)
-    decides it instead of fresh random numbers.
+    Args:
+        f: the vector field, ``f(u, env) -> du/dt`` on a batch.
+        u0: ``(B, *state)`` initial states; ``env`` ``(B,)`` their environment indices.
+        t: ``(n_t,)`` observation times, shared by the batch.
+        method: ``rk4`` or ``euler``, ``substeps`` steps per observation interval.
+        truth: ``(B, n_t, *state)``; with ``teacher_forcing > 0`` each sample restarts from
+            the truth with that probability at each observation (independently per sample and
+            step); ``draws`` (``(n_t - 2, B)`` uniforms) decides it instead of fresh random numbers.
+
+    Returns:
+        ``(B, n_t, *state)``; entry 0 is ``u0`` itself.
     """
     step = STEPPERS[method]
+
+    def field(_: float, x: torch.Tensor) -> torch.Tensor:
+        return f(x, env)
+
     states = [u0]
     u = u0
     shape = (u0.shape[0],) + (1,) * (u0.dim() - 1)
     for i in range(len(t) - 1):
         h = (t[i + 1] - t[i]) / substeps
         for _ in range(substeps):
-            u = step(f, u, env, h)
+            u = step(field, 0.0, u, h)
         states.append(u)
         if truth is not None and teacher_forcing > 0 and i + 1 < len(t) - 1:
             draw = torch.rand(shape, device=u.device, generator=generator) if draws is None else draws[i].view(shape)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # headless: figures go to files and W&B, never a window
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from leads.datasets.atomic import atomic_write
 
 
 def rollout_figure(pred: np.ndarray, true: np.ndarray, t: np.ndarray, env_names: list[str],
@@ -19,8 +17,8 @@ def rollout_figure(pred: np.ndarray, true: np.ndarray, t: np.ndarray, env_names:
     n_env = len(env_names)
     if pred.ndim >= 4:
         frames = np.linspace(0, len(t) - 1, min(n_frames, len(t))).round().astype(int)
-        fig, axes = plt.subplots(2 * n_env, len(frames), figsize=(1.6 * len(frames), 3.3 * n_env),
-                                 squeeze=False)
+        fig = Figure(figsize=(1.6 * len(frames), 3.3 * n_env))
+        axes = fig.subplots(2 * n_env, len(frames), squeeze=False)
         for e in range(n_env):
             lo, hi = true[e, :, 0].min(), true[e, :, 0].max()
             for j, f in enumerate(frames):
@@ -37,7 +35,8 @@ def rollout_figure(pred: np.ndarray, true: np.ndarray, t: np.ndarray, env_names:
     else:
         cols = min(n_env, 5)
         rows = (n_env + cols - 1) // cols
-        fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.4 * rows), squeeze=False)
+        fig = Figure(figsize=(2.6 * cols, 2.4 * rows))
+        axes = fig.subplots(rows, cols, squeeze=False)
         for e in range(rows * cols):
             ax = axes[e // cols, e % cols]
             if e >= n_env:
@@ -57,7 +56,8 @@ def rollout_figure(pred: np.ndarray, true: np.ndarray, t: np.ndarray, env_names:
 def error_curve_figure(t: np.ndarray, curves: dict[str, np.ndarray], train_horizon: float | None = None,
                        title: str = "relative L2 error vs time") -> Figure:
     """``curves`` maps a label to the error at ``t[1:]`` (mean over trajectories)."""
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig = Figure(figsize=(5, 3.2))
+    ax = fig.subplots()
     for label, err in curves.items():
         ax.semilogy(t[1:], err, label=label, lw=1)
     if train_horizon is not None:
@@ -71,9 +71,8 @@ def error_curve_figure(t: np.ndarray, curves: dict[str, np.ndarray], train_horiz
 
 
 def save(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(path)
-    plt.close(fig)
+    """Write ``fig`` as a PNG, atomically. Figures are plain ``Figure`` objects, never pyplot's, so
+    no backend is chosen and nothing is left open."""
+    with atomic_write(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     return path

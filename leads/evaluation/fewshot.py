@@ -4,15 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from envs import Env  # noqa: E402
-from leads.heldout import SetResult, evaluate_heldout  # noqa: E402
-from leads.module import Forecaster  # noqa: E402
+from leads.envs.base import Env
+from leads.evaluation.heldout import SetResult, evaluate_heldout
+from leads.models.forecaster import Forecaster
 
 SHOTS = (1, 2, 4, 8)
 
@@ -41,7 +37,8 @@ def few_shot_curve(module: Forecaster, cfg: dict[str, Any], sets: dict[str, list
 
 def few_shot_figure(curve: dict[str, dict[int, SetResult]], title: str = "") -> Figure:
     """Mean relative L2 on (0, T] against k, with the spread over test trajectories."""
-    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    fig = Figure(figsize=(4.5, 3.2))
+    ax = fig.subplots()
     for name, by_k in curve.items():
         ks = sorted(by_k)
         mean = [by_k[k].scores.summary("rel_l2")[0] for k in ks]

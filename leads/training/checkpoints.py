@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,10 @@ import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from datasets.atomic import atomic_write
-from envs.errors import UserError
+from leads.config.schema import plain
+from leads.datasets.atomic import atomic_write
+from leads.envs.errors import UserError
+from leads.models.forecaster import Forecaster
 
 _TMP_SUFFIX = ".ckpt.tmp"
 
@@ -53,6 +56,16 @@ def checkpoint_callbacks(ckpt_dir: Path) -> tuple[ModelCheckpoint, ModelCheckpoi
     last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, save_last=False,
                            auto_insert_metric_name=False, enable_version_counter=False)
     return best, last
+
+
+class ValidateLastStep(Callback):
+    """End training with a validation, so with a checkpoint, whatever ``max_steps`` and
+    ``val_every`` are. Lightning validates every ``val_every`` steps only; a stop requested at
+    the last step makes it validate there too (the path it takes for early stopping)."""
+
+    def on_train_batch_end(self, trainer: Any, *args: Any) -> None:
+        if 0 < trainer.max_steps <= trainer.global_step:
+            trainer.should_stop = True
 
 
 class TrainClock(Callback):
@@ -89,7 +102,7 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def check_resume_checkpoint(path: Path, cfg: dict[str, Any]) -> None:
+def check_resume_checkpoint(path: Path, cfg: Mapping[str, Any]) -> None:
     """Raise a one-line ``UserError`` unless ``path`` is a readable checkpoint of a run of the
     same system, method, seed, model and data as ``cfg``. Training settings (``train.*``,
     ``adapt.*``, ...) may change on resume, e.g. to train for longer."""
@@ -103,7 +116,7 @@ def check_resume_checkpoint(path: Path, cfg: dict[str, Any]) -> None:
                         "delete it to resume from an earlier one, or run without --resume") from None
     if not isinstance(saved, dict):
         raise UserError(f"--resume: {path} holds no run config; run without --resume")
-    a, b = _identity(saved), _identity(cfg)
+    a, b = _identity(saved), _identity(plain(cfg))
     for key in ("system_name", "method", *sorted(set(a) | set(b))):
         if a.get(key, "(unset)") != b.get(key, "(unset)"):
             raise UserError(f"--resume: {path} is a checkpoint of another run ({key} is {a.get(key, '(unset)')!r} "
@@ -116,3 +129,29 @@ def _identity(cfg: dict[str, Any]) -> dict[str, Any]:
     method = cfg.get("method")
     keep = ("system_name", "method", "seed", "system.", "model.", f"methods.{method}.", "data.seed", "data.n_train")
     return {k: v for k, v in _flat(cfg).items() if k.startswith(keep)}
+
+
+def load_checkpoint(path: str | Path, system: str | None = None) -> Forecaster:
+    """A trained forecaster, on the CPU.
+
+    Args:
+        path: a ``.ckpt`` written by training, e.g. ``runs/<system>/<run>/checkpoints/best.ckpt``.
+        system: if given, the checkpoint must be a model of this system.
+
+    Returns:
+        The ``Forecaster``, its run configuration in ``.cfg``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist; pass a .ckpt written by training, "
+                        "e.g. runs/<system>/<run>/checkpoints/best.ckpt")
+    try:
+        module = Forecaster.load_from_checkpoint(str(path), map_location="cpu")
+    except Exception as e:  # a foreign or damaged file: whatever torch or Lightning raised
+        raise UserError(f"{path} is not a checkpoint of this project ({type(e).__name__}); pass a .ckpt "
+                        "written by training, e.g. runs/<system>/<run>/checkpoints/best.ckpt") from None
+    got = module.cfg.get("system_name")
+    if system is not None and got != system:
+        raise UserError(f"checkpoint {path} holds a {got} model, not {system}; pass --env {got} "
+                        f"or a {system} checkpoint")
+    return module

@@ -1,6 +1,6 @@
 """Per-environment weight parametrizations of one layer.
 
-Each class wraps one ``leads.layers.Op`` and owns its parameters. ``forward(x, cond)`` applies
+Each class wraps one ``leads.models.layers.Op`` and owns its parameters. ``forward(x, cond)`` applies
 every sample's own environment weights ``W_e, b_e`` in one batched call, using the cheapest
 exact form:
 
@@ -16,7 +16,7 @@ LoraLayer       W + B_e A_e,        b                  op(x, W) + B[env]·op.per
 
 Weights are viewed as matrices ``(out, in·rest)`` (``rest`` = kernel, or Fourier modes and the
 real/imaginary axis). The per-environment codes ``c_e`` / ``ξ_e`` are shared by all layers, so
-they belong to the model (``leads.methods``) and reach the layers through ``Cond.code``.
+they belong to the model (``leads.models.methods``) and reach the layers through ``Cond.code``.
 
 Every parameter that is specific to environments has the environment as its first dimension.
 """
@@ -28,8 +28,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from envs.errors import UserError
-from leads.layers import Op, channels_last_view, mix
+from leads.envs.errors import UserError
+from leads.models.layers import Op, channels_last_view, mix
 
 Weights = tuple[Tensor, Tensor | None]
 

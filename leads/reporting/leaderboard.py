@@ -6,7 +6,7 @@ rows), with adaptation cost. Where a (method, seed, split) was evaluated several
 latest evaluation counts. Ranked by the mean held-out relative L2 over the held-out sets that
 every method with held-out rows has (methods without any come last); by in-domain relative L2
 where no method has held-out rows (an in-domain protocol). Published numbers follow
-in a separate block where the protocol matches (:mod:`leads.published`). The same rows always
+in a separate block where the protocol matches (:mod:`leads.reporting.published`). The same rows always
 give the same files, whatever their order.
 """
 
@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from leads.evaluate import METRICS
-from leads.metrics import mean_std
-from leads.published import Published, published_for
-from leads.results import ALL
+from leads.datasets.atomic import atomic_write_text
+from leads.evaluation.metrics import mean_std
+from leads.evaluation.scoring import METRICS
+from leads.reporting.published import Published, published_for
+from leads.reporting.results import ALL
 
 NAMED_SETS = ("interp", "extrap")
 MS = tuple[float, float]
@@ -279,11 +280,7 @@ def write(lb: Leaderboard, directory: Path) -> tuple[Path, Path]:
     paths = []
     stem = file_stem(lb)
     for name, text in ((f"{stem}.md", to_markdown(lb)), (f"{stem}.csv", to_csv(lb))):
-        path = directory / name
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-        paths.append(path)
+        paths.append(atomic_write_text(directory / name, text))
     return paths[0], paths[1]
 
 

@@ -27,18 +27,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from datasets.cache import file_lock
-from envs import Env, System
-from leads.config import config_hash
+from leads.config.loading import config_hash
+from leads.datasets.cache import file_lock
+from leads.envs.base import Env, System
 
 if TYPE_CHECKING:  # scoring pulls in Lightning; writing and reading rows should not
-    from leads.evaluate import Scores
+    from leads.evaluation.scoring import Scores
 
 ALL = "all"
 # Keys that say where and how a run was executed, not what it computed.
 BOOKKEEPING = ("run_name", "device", "devices", "num_nodes", "strategy", "logger", "wandb", "runs_dir",
                "results_dir")
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def results_path(cfg: dict[str, Any]) -> Path:
@@ -87,7 +87,7 @@ def _clean(value: Any) -> Any:
 
 def score_rows(base: dict[str, Any], split: str, scores: Scores, env_names: list[str]) -> list[dict[str, Any]]:
     """Rows of every metric of ``scores``: one per environment and one for all trajectories."""
-    from leads.evaluate import METRICS
+    from leads.evaluation.scoring import METRICS
 
     rows = []
     groups = [(name, scores.env == i) for i, name in enumerate(env_names)] + [(ALL, np.ones_like(scores.env, bool))]

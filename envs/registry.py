@@ -1,0 +1,39 @@
+"""Physical systems: equations, environment sets and accurate batched solvers.
+
+>>> from envs import get_system
+>>> gs = get_system("gray_scott")
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from leads.envs.base import Env, System
+from leads.envs.errors import UserError
+from leads.envs.glycolytic_oscillator import GlycolyticOscillator
+from leads.envs.gray_scott import GrayScott
+from leads.envs.lotka_volterra import LotkaVolterra
+from leads.envs.navier_stokes import NavierStokes
+from leads.envs.pendulum import Pendulum
+
+SYSTEMS: dict[str, type[System]] = {
+    cls.name: cls for cls in (LotkaVolterra, GlycolyticOscillator, GrayScott, NavierStokes, Pendulum)
+}
+
+
+def get_system(name: str, **overrides: Any) -> System:
+    """The system registered as ``name``.
+
+    Args:
+        name: a key of ``SYSTEMS``, e.g. ``"gray_scott"``.
+        overrides: values of the system's ``defaults`` to change (``dt=5``, ``train_envs=[...]``).
+
+    Returns:
+        The ``System``: equations, environment sets, initial conditions and batched solver.
+    """
+    if name not in SYSTEMS:
+        raise UserError(f"unknown system '{name}'; choose one of: {', '.join(sorted(SYSTEMS))}")
+    return SYSTEMS[name](**overrides)
+
+
+__all__ = ["SYSTEMS", "Env", "System", "UserError", "get_system"]

@@ -1,0 +1,293 @@
+"""The run configuration as a typed tree, checked once.
+
+``RunConfig.from_dict`` is the one place a resolved configuration is validated: unknown keys,
+types and ranges, each failure one line naming the key. YAML files and ``--set`` overrides are
+merged as plain mappings first (``leads.config.loading``), so they work exactly as documented;
+components then take their own typed part (``cfg.train``, ``cfg.adapt``, ...).
+
+Sections also read like the mappings they came from (``cfg["train"]["lr"] == cfg.train.lr``),
+so notebooks and scripts written against the YAML keep working; ``to_dict()`` gives the plain
+form that is saved with a run and hashed.
+
+Per-system (``system``) and per-method (``methods.<name>``) settings stay mappings: their keys
+differ by system and method, and each system and method checks its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from leads.datasets.config import DataConfig, parse_data_config
+from leads.envs.errors import UserError
+
+# What is wrong with a value, or None: a message with {key} and {value} placeholders.
+Rule = Callable[[Any], str | None]
+_RANGE = "config key '{key}' must be "
+S = TypeVar("S", bound="Section")
+
+
+def _int(low: int, high: int | None = None) -> Rule:
+    def check(v: Any) -> str | None:
+        ok = v >= low and (high is None or v <= high)
+        bound = f">= {low}" + ("" if high is None else f" and <= {high}")
+        return None if ok else _RANGE + f"an integer {bound}, got {{value}}"
+    return check
+
+
+def _number(low: float, high: float = math.inf, *, open_low: bool = False) -> Rule:
+    def check(v: Any) -> str | None:
+        ok = math.isfinite(v) and (v > low if open_low else v >= low) and v <= high
+        bound = f"> {low:g}" if open_low else f">= {low:g}"
+        bound += f" and <= {high:g}" if high < math.inf else ""
+        return None if ok else _RANGE + f"a finite number {bound}, got {{value}}"
+    return check
+
+
+def _choice(*options: str) -> Rule:
+    def check(v: Any) -> str | None:
+        return None if v in options else f"unknown {{key}} {{value}}; choose one of: {', '.join(options)}"
+    return check
+
+
+def _nonzero(v: Any) -> str | None:
+    return _RANGE + "a count >= 1, or -1 for all, got {value}" if v == 0 else None
+
+
+def rule(default: Any, check: Rule) -> Any:
+    """A field with a default and a range check (run on non-null values)."""
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"check": check})
+    return dataclasses.field(default=default, metadata={"check": check})
+
+
+class Section(Mapping[str, Any]):
+    """Base of the typed sections: read access by key as well as by attribute."""
+
+    where: ClassVar[str] = ""
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return self.to_dict() == plain(dict(other))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # sections hold lists and dicts
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._names():
+            return getattr(self, key)
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    @classmethod
+    def _names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+
+    @classmethod
+    def of(cls: type[S], value: Mapping[str, Any] | S | None, where: str | None = None) -> S:
+        """``value`` as this section, validated (an instance is returned as is)."""
+        if isinstance(value, cls):
+            return value
+        return _parse(cls, {} if value is None else value, cls.where if where is None else where)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: plain(getattr(self, name)) for name in self._names()}
+
+    def replace(self: S, **changes: Any) -> S:
+        """A copy with ``changes`` applied, validated like the original."""
+        return type(self).of({**self.to_dict(), **{k: plain(v) for k, v in changes.items()}}, self.where)
+
+
+# Equality is that of the plain form (a section equals the mapping it was read from).
+_section = dataclasses.dataclass(frozen=True, eq=False)
+
+
+def plain(value: Any) -> Any:
+    """``value`` with every section, mapping and path turned into plain dicts and strings."""
+    if isinstance(value, Section):
+        return value.to_dict()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+@_section
+class WandbConfig(Section):
+    where = "wandb"
+    mode: str = rule("offline", _choice("offline", "online", "disabled"))
+    project: str = "leads"
+    entity: str | None = None
+
+
+@_section
+class ModelConfig(Section):
+    """The backbone; keys a backbone does not use are ignored by it (leads.models.backbones)."""
+
+    where = "model"
+    name: str = rule("mlp", _choice("mlp", "conv", "fno"))
+    width: int = rule(64, _int(1))
+    depth: int = rule(4, _int(1))
+    activation: str = "swish"
+    kernel_size: int = rule(3, _int(1))
+    modes: int = rule(12, _int(1))
+
+
+@_section
+class TeacherForcingConfig(Section):
+    """Probability ``start * decay ** (step // every)`` of restarting from the true state."""
+
+    where = "forecaster.teacher_forcing"
+    start: float = rule(0.99, _number(0, 1))
+    decay: float = rule(0.99, _number(0, 1))
+    every: int = rule(10, _int(1))
+
+
+@_section
+class ForecasterConfig(Section):
+    where = "forecaster"
+    solver: str = rule("rk4", _choice("rk4", "euler"))
+    substeps: int = rule(1, _int(1))
+    teacher_forcing: TeacherForcingConfig = dataclasses.field(default_factory=TeacherForcingConfig)
+
+
+@_section
+class TrainConfig(Section):
+    where = "train"
+    max_steps: int = rule(2000, _int(1))
+    lr: float = rule(1e-3, _number(0, open_low=True))
+    scheduler: str = rule("cosine", _choice("cosine", "none"))
+    weight_decay: float = rule(0.0, _number(0))
+    grad_clip: float | None = rule(1.0, _number(0))
+    val_every: int = rule(100, _int(1))
+    explode_factor: float = rule(1e4, _number(1, open_low=True))
+
+
+@_section
+class AdaptConfig(Section):
+    """Adaptation to new environments (leads.evaluation.adaptation)."""
+
+    where = "adapt"
+    sets: list[Any] = dataclasses.field(default_factory=lambda: ["interp", "extrap"])
+    shots: int = rule(1, _int(1))
+    steps: int = rule(300, _int(0))
+    optimizer: str = rule("auto", _choice("auto", "adam", "lbfgs"))
+    lr: float = rule(1e-2, _number(0, open_low=True))
+    weights_lr: float = rule(1e-3, _number(0, open_low=True))
+    val_every: int = rule(10, _int(1))
+    patience: int = rule(10, _int(1))
+    init: str = "default"
+
+
+@_section
+class RunConfig(Section):
+    """One run, fully resolved: what ``configs/`` + profile + ``--set`` give for one system."""
+
+    system_name: str
+    system: dict[str, Any]
+    profile: str = "quick"
+    method: str = "lowrank"
+    seed: int = rule(0, _int(0, 2**32 - 1))  # Lightning's seed_everything range
+    run_name: str | None = None
+    runs_dir: str = "runs"
+    results_dir: str = "results"
+    device: str = "auto"
+    devices: int = rule(1, _nonzero)
+    num_nodes: int = rule(1, _int(1))
+    strategy: str = "auto"
+    logger: str = rule("wandb", _choice("wandb", "csv", "none"))
+    wandb: WandbConfig = dataclasses.field(default_factory=WandbConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    methods: dict[str, Any] = dataclasses.field(default_factory=dict)
+    forecaster: ForecasterConfig = dataclasses.field(default_factory=ForecasterConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    adapt: AdaptConfig = dataclasses.field(default_factory=AdaptConfig)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
+        """Validate a resolved configuration; raise a one-line ``UserError`` naming the bad key."""
+        return cls.of(data)
+
+    def __post_init__(self) -> None:
+        if self.method not in self.methods:
+            raise UserError(f"unknown method '{self.method}'; choose one of: "
+                            f"{', '.join(sorted(map(str, self.methods)))}")
+        for name, settings in self.methods.items():
+            if not isinstance(settings, dict):
+                raise UserError(f"config key 'methods.{name}' must be a mapping of the method's settings, "
+                                f"got {settings!r}")
+
+    @property
+    def method_settings(self) -> dict[str, Any]:
+        """The chosen method's settings with its name, as ``build_model`` takes them."""
+        return {"name": self.method, **self.methods[self.method]}
+
+
+def _parse(cls: type[S], data: Mapping[str, Any], where: str) -> S:
+    if not isinstance(data, Mapping):
+        raise UserError(f"config section '{where or 'root'}' must be a mapping, got {data!r}")
+    names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise UserError(f"unknown config key '{_key(where, unknown[0])}'; known keys here: "
+                        f"{', '.join(sorted(names))}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, f in names.items():
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise UserError(f"config key '{_key(where, name)}' is missing")
+            continue
+        key = _key(where, name)
+        value = _typed(key, data[name], hints[name])
+        check = f.metadata.get("check")
+        if check is not None and value is not None and (problem := check(value)):
+            raise UserError(problem.format(key=key, value=repr(data[name])))
+        values[name] = value
+    return cls(**values)
+
+
+def _key(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def _typed(key: str, value: Any, hint: Any) -> Any:
+    """``value`` checked against the annotation ``hint`` (ints widen to floats)."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (hint,) = [a for a in args if a is not type(None)]
+        args = typing.get_args(hint)
+    origin = typing.get_origin(hint) or hint
+    if isinstance(origin, type) and issubclass(origin, Section):
+        return origin.of(value, key)
+    if origin is DataConfig:
+        return parse_data_config(value)
+    expected = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+                list: "a list", dict: "a mapping"}[origin]
+    if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if origin is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if origin is dict and isinstance(value, Mapping):
+        return dict(value)
+    if origin is list and isinstance(value, (list, tuple)):
+        return list(value)
+    if isinstance(value, origin) and (origin is bool or not isinstance(value, bool)):
+        return value
+    raise UserError(f"config key '{key}' must be {expected}, got {value!r}")

@@ -1,0 +1,1 @@
+"""Run configuration: YAML loading and overrides (``loading``), the typed ``RunConfig`` (``schema``)."""

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, scoring, adaptation to new environments, held-out sets, few-shot curve, probe."""

@@ -1,0 +1,1 @@
+"""Models: adaptable layers, backbones, methods (``METHODS``), rollout and the ``Forecaster``."""

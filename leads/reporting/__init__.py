@@ -1,0 +1,1 @@
+"""Reporting: result rows, leaderboards, published numbers, figures."""

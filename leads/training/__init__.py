@@ -1,0 +1,1 @@
+"""Training with Lightning: run directories and resume, atomic checkpoints, loggers."""

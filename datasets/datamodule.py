@@ -19,6 +19,14 @@ from leads.envs.base import Env, System
 from leads.envs.errors import UserError
 
 
+def check_window(system: System, cfg: DataConfig) -> None:
+    """A training window must fit in the training horizon of ``system``."""
+    steps = len(system.times()) - 1
+    if cfg.window is not None and cfg.window > steps:
+        raise UserError(f"data.window={cfg.window} exceeds the {steps} observation steps of the "
+                        f"{system.name} training horizon; lower it or set it to null")
+
+
 class TrajectoryDataModule(pl.LightningDataModule):
     """Train / val / test loaders over the training environments, plus held-out loaders.
 
@@ -52,12 +60,7 @@ class TrajectoryDataModule(pl.LightningDataModule):
             check_set_name(name)
         self.progress = progress
         self.device = device
-        steps = len(system.times()) - 1
-        if self.cfg.window is not None and self.cfg.window > steps:
-            raise UserError(
-                f"data.window={self.cfg.window} exceeds the {steps} observation steps of the "
-                f"{system.name} training horizon; lower it or set it to null"
-            )
+        check_window(system, self.cfg)
         self.paths: dict[str, Path] = {}
 
     @property

@@ -22,12 +22,16 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import shlex
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
 from leads.envs.errors import UserError
 from leads.envs.registry import SYSTEMS
+from leads.training.interrupted import Interrupted
 
 
 def _common(p: argparse.ArgumentParser, profile: bool = True) -> None:
@@ -100,6 +104,7 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 # ------------------------------------------------------------------------------ commands
 def _train(args: argparse.Namespace) -> int:
     from leads.config.loading import load_config
+    from leads.config.paths import check_output_dirs
     from leads.evaluation.heldout import heldout_sets
     from leads.jobs import run_experiment
     from leads.models.forecaster import TrainingDiverged
@@ -114,7 +119,8 @@ def _train(args: argparse.Namespace) -> int:
         for seed in range(base["seed"], base["seed"] + args.seeds):
             cfg = load_config(args.env, args.profile, _overrides(args) + [f"method={method.strip()}", f"seed={seed}"])
             cfg = cfg.replace(adapt=cfg.adapt.replace(sets=[*cfg.adapt.sets, *args.heldout]))
-            heldout_sets(cfg)  # every run's sets are checked before the first one trains
+            heldout_sets(cfg)  # every run's sets and directories are checked before the first one trains
+            check_output_dirs(cfg)
             cfgs.append(cfg)
     if len(cfgs) == 1:
         run_experiment(cfgs[0], resume=args.resume, progress=not args.no_progress, few_shot=args.few_shot)
@@ -143,11 +149,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _generate(args: argparse.Namespace) -> int:
     from leads.config.loading import load_config, system_of
+    from leads.config.paths import check_output_dir
     from leads.datasets.cache import ensure_dataset
     from leads.datasets.h5 import describe_split
     from leads.evaluation.heldout import resolve_sets
 
     cfg = load_config(args.env, args.profile, _overrides(args))
+    check_output_dir(cfg.data.dir, "data.dir")
     system = system_of(cfg)
     custom = {k: v for k, v in resolve_sets(system, args.heldout).items() if k not in system.heldout}
     for path in ensure_dataset(system, cfg["data"], custom_heldout=custom).values():
@@ -167,10 +175,12 @@ def _write_leaderboard(cfg: dict[str, Any], shots: int) -> str:
     """Rebuild ``leaderboard_<profile>.md``/``.csv`` of ``cfg``'s system; log it to W&B if active."""
     import uuid
 
+    from leads.config.paths import check_output_dir
     from leads.reporting import leaderboard
     from leads.reporting.results import read_rows, results_path
     from leads.training.loggers import make_logger, wandb_mode
 
+    check_output_dir(cfg["results_dir"], "results_dir")
     path = results_path(cfg)
     rows = read_rows(path)
     if not rows:
@@ -209,8 +219,28 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "wandb", None) is None and "WANDB_MODE" not in os.environ:
         os.environ["WANDB_MODE"] = "offline"  # never try to log in unless asked
+    # A scheduler's SIGTERM stops a run like Ctrl-C (signal handlers can only be set in the main thread).
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None
+    try:
+        return _handle(handler, args, command, argv)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _handle(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace, command: str,
+            argv: list[str]) -> int:
     try:
         return handler(args)
+    except Interrupted as e:
+        print(f"\n{e.describe(_continue_command(command, argv, e))}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # outside a training run: generating, evaluating, writing a leaderboard
+        rerun = shlex.join(["python", "run.py", *([] if command == "train" else [command]), *argv])
+        print(f"\ninterrupted; every file finished before is kept whole (partial ones are discarded): "
+              f"rerun with: {rerun}", file=sys.stderr)
+        return 130
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -223,6 +253,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e.strerror or e}{where}; free space (or choose another data.dir / runs_dir / results_dir) "
               "and rerun, with --resume to continue training from the last checkpoint", file=sys.stderr)
         return 2
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _continue_command(command: str, argv: list[str], e: Interrupted) -> str:
+    """The command line that continues the run ``e`` interrupted: this one for its own method and
+    seed (one run of a ``--method all`` / ``--seeds N`` batch continues alone), with ``--resume``
+    when a checkpoint was saved; or ``evaluate`` of its checkpoint once training had finished."""
+    if e.phase == "evaluation":
+        return shlex.join(["python", "run.py", "evaluate", "--env", e.system, "--ckpt", str(e.ckpt)])
+    kept, skip = [], False
+    for a in argv:
+        name = a.split("=", 1)[0]
+        if skip or name in ("--method", "--seed", "--seeds", "--resume"):
+            skip = not skip and name in ("--method", "--seed", "--seeds") and "=" not in a
+            continue
+        kept.append(a)
+    prefix = [] if command == "train" else [command]
+    return shlex.join(["python", "run.py", *prefix, *kept, "--method", e.method, "--seed", str(e.seed),
+                       *(["--resume"] if e.resumable else [])])
 
 
 _DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)

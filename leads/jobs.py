@@ -37,6 +37,7 @@ from leads.reporting.results import (
     study_hash,
 )
 from leads.training.checkpoints import load_checkpoint
+from leads.training.interrupted import Interrupted
 from leads.training.loggers import make_logger
 from leads.training.train import train
 
@@ -88,7 +89,10 @@ def run_experiment(cfg: RunConfig | Mapping[str, Any], resume: bool = False, pro
     run = train(cfg, resume=resume, progress=progress)
     if not run.is_global_zero:  # under DDP, rank 0 alone evaluates and writes rows
         return {"run": run, "summary": None, "evaluation": None, "figures": {}, "rows": []}
-    ev = evaluate_model(run.module, cfg, few_shot)
+    try:
+        ev = evaluate_model(run.module, cfg, few_shot)
+    except KeyboardInterrupt:  # nothing of the evaluation is written before it ends
+        raise Interrupted("evaluation", run.run_dir, run.best_ckpt, cfg=cfg) from None
     info = _run_info(cfg, run.module, run.run_id, run.train_seconds, run.best_ckpt)
     rows = evaluation_rows(cfg, info, ev)
     append_rows(results_path(cfg), rows)
@@ -214,6 +218,11 @@ def _summary(info: dict[str, Any], run_dir: str, ev: Evaluation) -> dict[str, An
     return out
 
 
+def _stat(value: float, spec: str) -> str:
+    """A statistic, or "—" where it is undefined (an R² over a single environment, say)."""
+    return format(value, spec) if np.isfinite(value) else "—"
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     head = f"{summary['system']} · {summary['method']} · seed {summary['seed']} · " \
            f"trained {summary['train_seconds']:.0f}s · {summary['run_dir']}"
@@ -228,7 +237,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     for name, by_k in summary.get("few_shot", {}).items():
         lines.append(f"few-shot {name}: " + ", ".join(f"k={k} {fmt(v)}" for k, v in sorted(by_k.items())))
     for name, r2 in summary.get("probe_r2", {}).items():
-        lines.append(f"context probe R² on {name}: " + ", ".join(f"{p} {v:.2f}" for p, v in r2.items()))
+        lines.append(f"context probe R² on {name}: " + ", ".join(f"{p} {_stat(v, '.2f')}" for p, v in r2.items()))
     return "\n".join(lines)
 
 

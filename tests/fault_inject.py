@@ -11,6 +11,10 @@ parsing, ``sys.exit`` code, stderr) is exactly the one a user gets:
   (1-based): its bytes are written, the rename that puts the file in place has not happened.
 - ``LEADS_FAULT_DISK_FULL_AT_SAVE=N``: the ``N``-th checkpoint save fails with ENOSPC
   ("No space left on device") while writing, as on a full disk.
+- ``LEADS_FAULT_SIGNAL=SIG:PHASE:N``: send this process ``SIGINT`` or ``SIGTERM`` (``SIG`` is
+  ``INT`` or ``TERM``), as Ctrl-C or a scheduler would, when ``PHASE`` reaches ``N``: ``train``
+  at training step ``N``, ``generate`` at the ``N``-th split generated, ``adapt`` at the
+  ``N``-th adaptation to a held-out set.
 - ``LEADS_FAULT_POISON=STEP:ENV:VALUE``: from training step ``STEP`` on, multiply the learned
   vector field of training environment ``ENV`` by ``VALUE`` (``nan`` or e.g. ``1e6``), so the
   loss becomes non-finite or explodes there.
@@ -88,6 +92,40 @@ def _disk_full_at_save(n: int) -> None:
     torch.save = save
 
 
+def _signal_at(spec: str) -> None:
+    name, phase, n = spec.split(":")
+    sig, n = getattr(signal, f"SIG{name}"), int(n)
+
+    def send() -> None:
+        os.kill(os.getpid(), sig)
+
+    if phase == "train":
+        from leads.models.forecaster import Forecaster
+
+        original = Forecaster.training_step
+
+        def training_step(self, batch, batch_idx):
+            if self.global_step == n:
+                send()
+            return original(self, batch, batch_idx)
+
+        Forecaster.training_step = training_step
+        return
+    import leads.datasets.cache as cache
+    import leads.evaluation.heldout as heldout
+
+    module, attr = {"generate": (cache, "generate_states"), "adapt": (heldout, "adapt_to_new_environments")}[phase]
+    original, calls = getattr(module, attr), [0]
+
+    def counted(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == n:
+            send()
+        return original(*args, **kwargs)
+
+    setattr(module, attr, counted)
+
+
 def _poison(spec: str) -> None:
     import torch
 
@@ -114,6 +152,8 @@ def main() -> None:
         _kill_in_save(int(os.environ["LEADS_FAULT_KILL_IN_SAVE"]))
     if os.environ.get("LEADS_FAULT_DISK_FULL_AT_SAVE"):
         _disk_full_at_save(int(os.environ["LEADS_FAULT_DISK_FULL_AT_SAVE"]))
+    if os.environ.get("LEADS_FAULT_SIGNAL"):
+        _signal_at(os.environ["LEADS_FAULT_SIGNAL"])
     if os.environ.get("LEADS_FAULT_POISON"):
         _poison(os.environ["LEADS_FAULT_POISON"])
     script = sys.argv[1]

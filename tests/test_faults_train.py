@@ -10,10 +10,13 @@ mid-epoch skips the batches it already trained on (datasets/sharding.py).
 from __future__ import annotations
 
 import math
+import shlex
 
 import pytest
 import torch
 from faults import assert_one_line_error, run_dirs, run_py, state, tiny_sets
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from leads.datasets.h5 import load_split
 from leads.evaluation.scoring import predict
@@ -137,3 +140,58 @@ def test_divergence_through_the_cli_stops_cleanly_and_keeps_the_last_good_checkp
     data = load_split(next((tmp_path / "data").rglob("val-*.h5")))
     pred = predict(module, data.states.flatten(0, 1), data.t.float(), torch.arange(data.n_env))
     assert torch.isfinite(pred).all()
+
+
+# ----------------------------------------------------------------- interrupts (Ctrl-C, SIGTERM)
+def _continue_with(stopped) -> list[str]:
+    """The command the one-line interrupt message gives, as ``run.py`` arguments."""
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    assert "Traceback" not in stopped.stderr, stopped.stderr[-3000:]
+    line = stopped.stderr.strip().splitlines()[-1]
+    assert line.startswith("interrupted") and "with: python run.py " in line, line
+    command = shlex.split(line.split("with: ", 1)[1])
+    assert command[:2] == ["python", "run.py"]
+    return command[2:]
+
+
+@pytest.mark.slow
+@settings(max_examples=3, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sig=st.sampled_from(["INT", "TERM"]), step=st.integers(1, 23))
+def test_interrupted_at_any_step_says_what_was_saved_and_the_command_continues(reference, tmp_path_factory,
+                                                                              sig, step):
+    tmp = tmp_path_factory.mktemp("interrupted")
+    stopped = run_py(_args(tmp, reference / "data"), fault={"LEADS_FAULT_SIGNAL": f"{sig}:train:{step}"})
+    command = _continue_with(stopped)
+    line = stopped.stderr.strip().splitlines()[-1]
+    saved = step - step % 4  # a checkpoint at every validation, every 4 steps
+    if saved:
+        (run_dir,) = run_dirs(tmp, SYSTEM)
+        assert f"interrupted at training step {step}: {run_dir / 'checkpoints' / 'last.ckpt'} (step {saved}) " \
+               "is saved; continue with: " in line and command[-1] == "--resume"
+    else:
+        assert "before the first checkpoint" in line and "--resume" not in command
+        assert not run_dirs(tmp, SYSTEM)  # nothing half made is left behind
+    done = run_py(command)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _assert_same_run(reference, tmp)
+
+
+@pytest.mark.slow
+def test_interrupted_while_generating_data_or_adapting(reference, tmp_path):
+    args = _args(tmp_path, tmp_path / "data")
+    stopped = run_py(args, fault={"LEADS_FAULT_SIGNAL": "INT:generate:2"})
+    command = _continue_with(stopped)
+    assert "while generating data" in stopped.stderr and not run_dirs(tmp_path, SYSTEM)
+    assert len(list((tmp_path / "data").rglob("*.h5"))) == 1  # the finished split is kept, the partial one is not
+    assert run_py(command).returncode == 0
+    # Adapting to a held-out set, after training: the printed command evaluates the saved checkpoint.
+    again = tmp_path / "again"
+    stopped = run_py(_args(again, tmp_path / "data"), fault={"LEADS_FAULT_SIGNAL": "TERM:adapt:1"})
+    command = _continue_with(stopped)
+    (run_dir,) = run_dirs(again, SYSTEM)
+    assert command == ["evaluate", "--env", SYSTEM, "--ckpt", str(run_dir / "checkpoints" / "best.ckpt")]
+    assert not (again / "results").exists()  # nothing of the evaluation was written
+    done = run_py(command)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert read_rows(again / "results" / SYSTEM / "results.jsonl")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
@@ -29,6 +30,7 @@ from leads.envs.errors import UserError
 # What is wrong with a value, or None: a message with {key} and {value} placeholders.
 Rule = Callable[[Any], str | None]
 _RANGE = "config key '{key}' must be "
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # a run name is a directory name, never a path
 S = TypeVar("S", bound="Section")
 
 
@@ -53,6 +55,13 @@ def _choice(*options: str) -> Rule:
     def check(v: Any) -> str | None:
         return None if v in options else f"unknown {{key}} {{value}}; choose one of: {', '.join(options)}"
     return check
+
+
+def _plain_name(v: Any) -> str | None:
+    ok = bool(_NAME.fullmatch(v))
+    return None if ok else ("config key '{key}' = {value} is not a plain name: use letters, digits, '.', '_' and '-', "
+                            "starting with a letter or digit, at most 100 characters (no '/' or '..'), "
+                            "e.g. --set {key}=my-run")
 
 
 def _nonzero(v: Any) -> str | None:
@@ -201,7 +210,7 @@ class RunConfig(Section):
     profile: str = "quick"
     method: str = "lowrank"
     seed: int = rule(0, _int(0, 2**32 - 1))  # Lightning's seed_everything range
-    run_name: str | None = None
+    run_name: str | None = rule(None, _plain_name)
     runs_dir: str = "runs"
     results_dir: str = "results"
     device: str = "auto"
@@ -230,6 +239,10 @@ class RunConfig(Section):
             if not isinstance(settings, dict):
                 raise UserError(f"config key 'methods.{name}' must be a mapping of the method's settings, "
                                 f"got {settings!r}")
+        if self.adapt.shots > self.data.n_adapt:  # else adaptation would fail only after training
+            raise UserError(f"config key 'adapt.shots' = {self.adapt.shots} exceeds the data.n_adapt="
+                            f"{self.data.n_adapt} adaptation trajectories per environment; lower adapt.shots "
+                            "or raise data.n_adapt")
 
     @property
     def method_settings(self) -> dict[str, Any]:

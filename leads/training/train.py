@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -14,9 +15,10 @@ import pytorch_lightning as pl
 import torch
 
 from leads.config.loading import config_hash, save_config, system_of
+from leads.config.paths import check_output_dirs
 from leads.config.schema import RunConfig
 from leads.datasets.atomic import atomic_write_text
-from leads.datasets.datamodule import TrajectoryDataModule
+from leads.datasets.datamodule import TrajectoryDataModule, check_window
 from leads.datasets.h5 import load_split
 from leads.envs.base import env_label
 from leads.envs.errors import UserError
@@ -29,6 +31,7 @@ from leads.training.checkpoints import (
     checkpoint_callbacks,
     remove_stale_temps,
 )
+from leads.training.interrupted import Interrupted
 from leads.training.loggers import make_logger
 
 ACCELERATORS = ("auto", "cpu", "cuda", "gpu", "mps")
@@ -143,7 +146,9 @@ def train(cfg: RunConfig | Mapping[str, Any], resume: bool = False, progress: bo
         ``TrainedRun``: the run directory and id, the best checkpoint and its module, seconds.
     """
     cfg = RunConfig.of(cfg)
-    system_of(cfg)  # a bad system config fails here, before a run directory is made
+    # What can fail before work starts fails here, before a run directory is made.
+    check_output_dirs(cfg, ("runs_dir", "data.dir"))
+    check_window(system_of(cfg), cfg.data)  # a bad system config fails here too
     run_dir, run_id = claim_run_dir(cfg, resume)
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
@@ -157,7 +162,11 @@ def train(cfg: RunConfig | Mapping[str, Any], resume: bool = False, progress: bo
     os.environ[RUN_DIR_ENV] = str(run_dir)
     pl.seed_everything(cfg["seed"], workers=True, verbose=False)
 
-    dm, module = data_and_model(cfg)
+    try:
+        dm, module = data_and_model(cfg)
+    except KeyboardInterrupt:
+        _discard_if_empty(run_dir, resume or child)
+        raise Interrupted("data", run_dir, last, cfg=cfg) from None
 
     if not child:
         remove_stale_temps(ckpt_dir)
@@ -184,7 +193,11 @@ def train(cfg: RunConfig | Mapping[str, Any], resume: bool = False, progress: bo
             log_every_n_steps=min(50, tc["val_every"]),
             default_root_dir=str(run_dir),
         )
-        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
+        try:
+            trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
+        except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C and SIGTERM into SystemExit
+            _discard_if_empty(run_dir, resume or child)
+            raise Interrupted("training", run_dir, last, trainer.global_step, cfg) from None
     seconds = clock.seconds()
     if resume and not clock.restored:  # a checkpoint written before the clock was saved in them
         seconds += _read_state(run_dir).get("train_seconds", 0.0)
@@ -195,6 +208,13 @@ def train(cfg: RunConfig | Mapping[str, Any], resume: bool = False, progress: bo
                                "best_val_rel_l2": float(checkpoint.best_model_score or float("nan")),
                                "global_step": trainer.global_step})
     return TrainedRun(run_dir, run_id, best_path, best, seconds, logger, trainer.is_global_zero)
+
+
+def _discard_if_empty(run_dir: Path, keep: bool) -> None:
+    """Remove the directory of a fresh run stopped before its first checkpoint: it holds nothing to
+    continue from, and a restart of the same command then takes the same run id."""
+    if not keep and not (run_dir / "checkpoints" / "last.ckpt").exists():
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _read_state(run_dir: Path) -> dict[str, Any]:

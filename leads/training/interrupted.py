@@ -1,0 +1,50 @@
+"""What a run says when Ctrl-C or SIGTERM stops it: what was saved, and how to go on."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+
+class Interrupted(Exception):
+    """A run stopped by Ctrl-C or SIGTERM.
+
+    ``phase`` is ``data`` (generating: finished split files are kept), ``training`` (the last
+    checkpoint is kept) or ``evaluation`` (training had finished). ``describe(command)`` completes
+    the message with the command that continues the run; the command line passes its own, the
+    default names the library call.
+    """
+
+    def __init__(self, phase: str, run_dir: Path, ckpt: Path | None = None, step: int | None = None,
+                 cfg: Mapping[str, Any] | None = None) -> None:
+        cfg = cfg or {}
+        self.phase, self.run_dir, self.ckpt, self.step = phase, run_dir, ckpt, step
+        self.system, self.method, self.seed = cfg.get("system_name", ""), cfg.get("method", ""), cfg.get("seed", 0)
+        self.saved_step = _checkpoint_step(ckpt) if ckpt is not None and phase != "evaluation" else None
+        super().__init__(self.describe())
+
+    @property
+    def resumable(self) -> bool:
+        return self.saved_step is not None
+
+    def describe(self, command: str | None = None) -> str:
+        if self.phase == "evaluation":
+            return (f"interrupted during evaluation: training had finished and {self.ckpt} is saved; evaluate it "
+                    f"with: {command or f'leads.jobs.evaluate_checkpoint({str(self.ckpt)!r}, {self.system!r})'}")
+        where = "while generating data (finished split files are kept)" if self.phase == "data" else \
+            f"at training step {self.step}"
+        if self.resumable:
+            return (f"interrupted {where}: {self.ckpt} (step {self.saved_step}) is saved; "
+                    f"continue with: {command or 'leads.train(cfg, resume=True)'}")
+        return (f"interrupted {where}, before the first checkpoint: nothing to continue from was saved "
+                f"({self.run_dir} is removed); start it again with: {command or 'leads.train(cfg)'}")
+
+
+def _checkpoint_step(path: Path) -> int | None:
+    import torch  # only when a run was interrupted: the command line starts without torch
+
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
+    except Exception:  # missing or unreadable: no checkpoint to continue from
+        return None

@@ -1,4 +1,4 @@
-"""Command line: ``python run.py [train|generate|evaluate|leaderboard] --env NAME [options]``.
+"""Command line: ``python run.py [train|generate|evaluate|leaderboard|reproduce] --env NAME [options]``.
 
 Without a command, ``run.py`` runs the main job: generate data if missing, train, evaluate
 in-domain, adapt to held-out environments, append result rows and print a summary.
@@ -10,6 +10,7 @@ in-domain, adapt to held-out environments, append result rows and print a summar
       --heldout "hot:F=0.045,k=0.064;F=0.05,k=0.06" --shots 2 --few-shot
   python run.py leaderboard --env gray_scott [--profile paper]
   python run.py generate --env gray_scott [--heldout ...]
+  python run.py reproduce --protocol geps_gray_scott --seeds 3 [--max-steps N]   # a published table
 
 Held-out sets (``--heldout``, repeatable): a set name (``interp``), environments ``p=v,...``
 separated by ``;`` with an optional ``name:`` prefix, or a YAML file mapping set names to
@@ -89,6 +90,16 @@ def _leaderboard_args(p: argparse.ArgumentParser) -> None:
                                                             "the config's adapt.shots)")
     p.add_argument("--logger", default=None, help="wandb (default, offline): also log the table | none")
     p.add_argument("--wandb", default=None, help="W&B mode: offline (default) | online | disabled")
+
+
+def _reproduce_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--protocol", required=True, help="a protocol of configs/protocols.yaml, e.g. geps_gray_scott")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 of every method (default 3)")
+    p.add_argument("--max-steps", type=int, default=None, help="a reduced training budget for every run")
+    p.add_argument("--methods", default=None, help="a comma list of the protocol's methods (default: all)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value of every run (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
@@ -199,11 +210,21 @@ def _write_leaderboard(cfg: dict[str, Any], shots: int) -> str:
     return leaderboard.to_markdown(lb) + f"\nwritten: {md}, {csv}\n"
 
 
+def _reproduce(args: argparse.Namespace) -> int:
+    from leads.reproduce import reproduce
+
+    methods = [m.strip() for m in args.methods.split(",")] if args.methods else []
+    out = reproduce(args.protocol, args.seeds, args.max_steps, methods, args.set, progress=not args.no_progress)
+    print(out["leaderboard"], end="")
+    return 0
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "train": (_train_args, _train),
     "generate": (_generate_args, _generate),
     "evaluate": (_evaluate_args, _evaluate),
     "leaderboard": (_leaderboard_args, _leaderboard),
+    "reproduce": (_reproduce_args, _reproduce),
 }
 
 
@@ -260,9 +281,12 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 
 def _continue_command(command: str, argv: list[str], e: Interrupted) -> str:
-    """The command line that continues the run ``e`` interrupted: this one for its own method and
-    seed (one run of a ``--method all`` / ``--seeds N`` batch continues alone), with ``--resume``
-    when a checkpoint was saved; or ``evaluate`` of its checkpoint once training had finished."""
+    """The command line that continues the run ``e`` interrupted: ``reproduce`` as it was; else this
+    one for its own method and seed (one run of a ``--method all`` / ``--seeds N`` batch continues
+    alone), with ``--resume`` when a checkpoint was saved; or ``evaluate`` of its checkpoint once
+    training had finished."""
+    if command == "reproduce":  # it skips finished runs and resumes interrupted ones itself
+        return shlex.join(["python", "run.py", command, *argv])
     if e.phase == "evaluation":
         return shlex.join(["python", "run.py", "evaluate", "--env", e.system, "--ckpt", str(e.ckpt)])
     kept, skip = [], False

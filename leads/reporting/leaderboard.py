@@ -45,6 +45,7 @@ class Line:
 class Ours:
     """One method's rows beside a published entry, in the entry's metric (and its ``also_metric``)."""
     method: str
+    profile: str                      # the profile its rows followed (one of the entry's settings)
     seeds: int
     in_domain: MS
     new_envs: MS | None
@@ -153,7 +154,7 @@ def _published(rows: list[dict[str, Any]], system: str, shots: int) -> list[Publ
     for entry in published_for(system):
         if entry.shots is not None and entry.shots != shots:
             continue
-        same = [r for r in rows if r.get("profile") == entry.profile and r.get("train_envs_key") == entry.train_key()
+        same = [r for r in rows if r.get("profile") in entry.settings and r.get("train_envs_key") == entry.train_key()
                 and math.isclose(r.get("dt", math.nan), entry.dt) and math.isclose(r.get("horizon", math.nan),
                                                                                entry.horizon)]
         held_key = entry.heldout_key()
@@ -167,7 +168,7 @@ def _published(rows: list[dict[str, Any]], system: str, shots: int) -> list[Publ
             runs = {r["seed"]: r for r in mine if r["split"] == "in_domain"}
             in_domain, new_envs = _pair(mine, held, entry.metric)
             ours.append(Ours(
-                method=m, seeds=len(runs), in_domain=in_domain, new_envs=new_envs,
+                method=m, profile=str(mine[0].get("profile")), seeds=len(runs), in_domain=in_domain, new_envs=new_envs,
                 train_steps=sorted({int(r["train_steps"]) for r in runs.values() if r.get("train_steps")}),
                 train_seconds=_mean([r.get("train_seconds") for r in runs.values()]),
                 adapt_seconds=_mean([r.get("adapt_seconds") for r in mine if r["split"] == held
@@ -220,7 +221,7 @@ def to_markdown(lb: Leaderboard) -> str:
     for block in lb.published:
         out += ["", *_published_markdown(block)]
     if not lb.published:
-        known = ", ".join(f"{p.protocol} (profile {p.profile or 'none: not reproduced'})"
+        known = ", ".join(f"{p.protocol} (profile {', '.join(p.settings) or 'none: not reproduced'})"
                           for p in published_for(lb.system)) or "none"
         out += ["", f"No published numbers match these rows' protocol (published protocols for {lb.system}: {known})."]
     out += ["", f"Built from {lb.n_rows} rows of {len(lb.runs)} runs; commits: {', '.join(lb.commits) or '—'}."]
@@ -230,9 +231,11 @@ def to_markdown(lb: Leaderboard) -> str:
 def _published_markdown(block: PublishedBlock) -> list[str]:
     e = block.entry
     new = f"new environments ({block.heldout_set})" if block.heldout_set else "new environments"
+    profile = block.ours[0].profile if block.ours else e.profile
     lines = [f"## Published results: {e.protocol} protocol", "",
-             f"Source: {e.source}. Same protocol as these rows (profile {e.profile}, same environments, "
-             f"dt={e.dt:g}, T={e.horizon:g}). Metric: `{e.metric}`. {e.note}.", "",
+             f"Source: {e.source}. Same protocol as these rows (profile {profile}, same environments, "
+             f"dt={e.dt:g}, T={e.horizon:g}). Matched against {e.settings.get(profile, 'the published protocol')}. "
+             f"Metric: `{e.metric}`. {e.note}.", "",
              f"| method | in-domain | {new} | source |", "|---|---|---|---|"]
     for method, (ind, held) in e.numbers.items():
         lines.append(f"| {method} | {_fmt(ind, e.scale)} | {_fmt(held, e.scale)} | published |")

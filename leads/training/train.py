@@ -65,14 +65,21 @@ def run_id_of(cfg: dict[str, Any]) -> str:
     return f"{cfg['method']}-s{cfg['seed']}-{config_hash(ident, 8)}"
 
 
+def runs_of(cfg: Mapping[str, Any]) -> list[Path]:
+    """The run directories of this config (its run id, and ``<id>-2``, ... for repeats), oldest first."""
+    base_id = run_id_of(cfg)
+    root = Path(cfg["runs_dir"]) / cfg["system_name"]
+    return sorted((p for p in root.glob(f"{base_id}*") if p.is_dir() and
+                   (p.name == base_id or p.name[len(base_id):].lstrip("-").isdigit())),
+                  key=lambda p: p.stat().st_mtime)
+
+
 def run_dir_for(cfg: dict[str, Any], resume: bool) -> tuple[Path, str]:
     """``resume`` continues the latest run of this config; otherwise a fresh directory, never
     one that already holds a user's run."""
     base_id = run_id_of(cfg)
     root = Path(cfg["runs_dir"]) / cfg["system_name"]
-    candidates = sorted((p for p in root.glob(f"{base_id}*") if p.is_dir() and
-                         (p.name == base_id or p.name[len(base_id):].lstrip("-").isdigit())),
-                        key=lambda p: p.stat().st_mtime)
+    candidates = runs_of(cfg)
     if resume:
         if not candidates:
             raise UserError(f"--resume found no earlier run {base_id} under {root}; run without --resume")

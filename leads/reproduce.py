@@ -1,0 +1,110 @@
+"""Re-running a published table end to end: ``python run.py reproduce --protocol NAME``.
+
+A protocol (``configs/protocols.yaml``) names a system, the profile that reproduces the published
+setting, and the methods of the table. Every method x seed is run in turn; a run that finished
+(its ``summary.json`` is written after its result rows) is skipped, one that was interrupted
+after a checkpoint resumes from ``last.ckpt``, and the rest start. The leaderboard of the profile,
+with the published numbers beside ours, ends the job. ``--max-steps`` gives every run a smaller
+training budget: a different configuration, so its runs never mix with full-budget ones, and the
+leaderboard states the budget beside every number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from leads.config.loading import CONFIG_DIR, load_config, load_yaml
+from leads.config.paths import check_output_dirs
+from leads.config.schema import RunConfig
+from leads.envs.errors import UserError
+from leads.envs.registry import SYSTEMS
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    system: str
+    profile: str
+    methods: tuple[str, ...]
+    source: str
+
+
+def load_protocols(path: Path = CONFIG_DIR / "protocols.yaml") -> dict[str, Protocol]:
+    """Every protocol of ``path``, checked: a known system, a profile it has, known methods."""
+    out = {}
+    for name, spec in load_yaml(path).items():
+        where = f"{path}: protocol '{name}'"
+        if not isinstance(spec, dict) or set(spec) != {"system", "profile", "methods", "source"}:
+            raise UserError(f"{where} must give exactly: system, profile, methods, source")
+        if spec["system"] not in SYSTEMS:
+            raise UserError(f"{where}: unknown system '{spec['system']}'")
+        out[name] = Protocol(name, spec["system"], spec["profile"], tuple(spec["methods"]), spec["source"])
+    return out
+
+
+def run_state(cfg: RunConfig) -> tuple[str, Path | None]:
+    """``finished``, ``interrupted`` (a checkpoint to resume from) or ``new``, with its directory."""
+    from leads.training.train import runs_of
+
+    runs = runs_of(cfg)
+    done = [r for r in runs if (r / "summary.json").is_file()]
+    if done:
+        return "finished", done[-1]
+    resumable = [r for r in runs if (r / "checkpoints" / "last.ckpt").is_file()]
+    return ("interrupted", resumable[-1]) if resumable else ("new", None)
+
+
+def plan(protocol: Protocol, seeds: int, max_steps: int | None = None, methods: Sequence[str] = (),
+         overrides: Sequence[str] = ()) -> list[RunConfig]:
+    """The run configurations of ``protocol``: each method x seed ``0 .. seeds-1``."""
+    if seeds < 1:
+        raise UserError(f"--seeds {seeds} must be at least 1")
+    chosen = list(methods) or list(protocol.methods)
+    budget = [f"train.max_steps={max_steps}"] if max_steps is not None else []
+    return [load_config(protocol.system, protocol.profile, [*overrides, *budget, f"method={m}", f"seed={s}"])
+            for m in chosen for s in range(seeds)]
+
+
+def reproduce(name: str, seeds: int = 3, max_steps: int | None = None, methods: Sequence[str] = (),
+              overrides: Sequence[str] = (), progress: bool = True) -> dict[str, Any]:
+    """Run (or finish) every run of protocol ``name`` and rebuild its leaderboard.
+
+    Args:
+        name: a protocol of ``configs/protocols.yaml``.
+        seeds: seeds ``0 .. seeds-1`` of each method.
+        max_steps: a reduced training budget for every run (default: the profile's).
+        methods: a subset of the protocol's methods (default: all of them).
+        overrides: ``--set`` overrides applied to every run (after the profile).
+        progress: progress bars while training.
+
+    Returns:
+        ``{"runs": [(method, seed, state before, run directory)], "leaderboard": markdown}``.
+    """
+    from leads.jobs import run_experiment
+    from leads.reporting import leaderboard
+    from leads.reporting.results import read_rows, results_path
+
+    protocols = load_protocols()
+    if name not in protocols:
+        raise UserError(f"unknown protocol '{name}'; choose one of: {', '.join(sorted(protocols))}")
+    protocol = protocols[name]
+    cfgs = plan(protocol, seeds, max_steps, methods, overrides)
+    for cfg in cfgs:
+        check_output_dirs(cfg)
+    done = []
+    for i, cfg in enumerate(cfgs, 1):
+        state, run_dir = run_state(cfg)
+        print(f"[{i}/{len(cfgs)}] {protocol.name}: {cfg.method} seed {cfg.seed}: "
+              + {"finished": f"finished in {run_dir}, skipped", "interrupted": f"resuming {run_dir}",
+                 "new": "starting"}[state], flush=True)
+        if state != "finished":
+            out = run_experiment(cfg, resume=state == "interrupted", progress=progress)
+            run_dir = out["run"].run_dir
+        done.append((cfg.method, cfg.seed, state, run_dir))
+    lb = leaderboard.build(read_rows(results_path(cfgs[0])), protocol.system, protocol.profile,
+                           cfgs[0].adapt.shots)
+    leaderboard.write(lb, results_path(cfgs[0]).parent)
+    return {"runs": done, "leaderboard": leaderboard.to_markdown(lb)}

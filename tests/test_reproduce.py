@@ -1,0 +1,80 @@
+"""``python run.py reproduce``: a published table end to end, resumable; the protocols it knows."""
+
+from __future__ import annotations
+
+import pytest
+from faults import run_dirs, run_py, state, tiny_sets
+
+from leads.config.loading import load_config
+from leads.envs.registry import get_system
+from leads.reporting.published import PUBLISHED
+from leads.reporting.results import envs_key, read_rows
+from leads.reproduce import load_protocols, plan
+
+SYSTEM = "lotka_volterra"
+# Two methods x one seed of LEADS' Lotka-Volterra table, tiny; validation every 4 of 12 steps.
+ARGS = ["reproduce", "--protocol", "leads_lotka_volterra", "--seeds", "1", "--methods", "lowrank,erm",
+        "--max-steps", "12", "--no-progress"]
+
+
+def _sets(tmp):
+    return tiny_sets(SYSTEM, tmp, "train.val_every=4", "data.window=5")
+
+
+@pytest.mark.slow
+def test_reproduce_skips_finished_runs_and_resumes_an_interrupted_one(tmp_path):
+    # Killed in the first run's training, after its step-8 checkpoint.
+    killed = run_py([*ARGS, *_sets(tmp_path)], fault={"LEADS_FAULT_KILL_AT_STEP": "10"})
+    assert killed.returncode == -9
+    (first,) = run_dirs(tmp_path, SYSTEM)
+    assert not (first / "summary.json").exists()
+    done = run_py([*ARGS, *_sets(tmp_path)])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"[1/2] leads_lotka_volterra: lowrank seed 0: resuming {first}" in done.stdout
+    assert "[2/2] leads_lotka_volterra: erm seed 0: starting" in done.stdout
+    runs = run_dirs(tmp_path, SYSTEM)
+    assert first in runs and len(runs) == 2 and all(state(r)["global_step"] == 12 for r in runs)
+    # The table ends the job, with the published number and our budget beside it.
+    assert "## Published results: LEADS protocol" in done.stdout and "12 training steps" in done.stdout
+    assert "Matched against the published protocol" in done.stdout
+    rows = read_rows(tmp_path / "results" / SYSTEM / "results.jsonl")
+    again = run_py([*ARGS, *_sets(tmp_path)])
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("skipped") == 2 and run_dirs(tmp_path, SYSTEM) == runs
+    assert read_rows(tmp_path / "results" / SYSTEM / "results.jsonl") == rows  # nothing re-run or re-scored
+
+
+def test_unknown_protocol_and_method_are_one_line_errors(tmp_path):
+    from faults import assert_one_line_error
+
+    assert_one_line_error(run_py(["reproduce", "--protocol", "nope"]), "unknown protocol 'nope'", "geps_gray_scott")
+    assert_one_line_error(run_py([*ARGS[:5], "--methods", "nosuch", *_sets(tmp_path)]), "unknown method 'nosuch'")
+
+
+@pytest.mark.parametrize("name", sorted(load_protocols()))
+def test_every_protocol_plans_its_published_setting(name):
+    protocol = load_protocols()[name]
+    cfgs = plan(protocol, seeds=2)
+    assert [(c.method, c.seed) for c in cfgs] == [(m, s) for m in protocol.methods for s in (0, 1)]
+    assert all(c.profile == protocol.profile and c.system_name == protocol.system for c in cfgs)
+    assert plan(protocol, 1, max_steps=7)[0].train.max_steps == 7
+
+
+def test_every_published_setting_is_a_profile_that_reproduces_it():
+    """Each profile an entry is matched against generates exactly its environments, step and horizon."""
+    for entry in PUBLISHED:
+        for profile in entry.settings:
+            cfg = load_config(entry.system, profile)
+            system = get_system(entry.system, **cfg["system"])
+            assert envs_key(system, system.train_envs) == entry.train_key(), (entry.protocol, profile)
+            assert (system.dt, system.horizon) == (entry.dt, entry.horizon), (entry.protocol, profile)
+
+
+def test_geps_gray_scott_profiles_follow_the_text_and_the_code():
+    text, code, cpu = (load_config("gray_scott", p) for p in ("paper", "paper_code", "paper_code_cpu"))
+    assert (text.data.n_train, code.data.n_train, cpu.data.n_train) == (1, 256, 256)
+    for cfg in (text, code, cpu):
+        assert (cfg.system["dt"], cfg.system["horizon"]) == (10.0, 200.0)  # test rollouts to 2T = 400
+        assert cfg.data.n_test == cfg.data.n_test_heldout == 32
+        assert cfg.adapt.shots == 1
+    assert code.train.max_steps == 120000

@@ -240,9 +240,8 @@ class RunConfig(Section):
                 raise UserError(f"config key 'methods.{name}' must be a mapping of the method's settings, "
                                 f"got {settings!r}")
         if self.adapt.shots > self.data.n_adapt:  # else adaptation would fail only after training
-            raise UserError(f"config key 'adapt.shots' = {self.adapt.shots} exceeds the data.n_adapt="
-                            f"{self.data.n_adapt} adaptation trajectories per environment; lower adapt.shots "
-                            "or raise data.n_adapt")
+            raise UserError(f"adapt.shots={self.adapt.shots} exceeds the data.n_adapt={self.data.n_adapt} "
+                            "adaptation trajectories per environment; lower adapt.shots or raise data.n_adapt")
 
     @property
     def method_settings(self) -> dict[str, Any]:

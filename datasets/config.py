@@ -32,6 +32,7 @@ class DataConfig(Mapping[str, Any]):
     batch_size: int = 32
     window: int | None = None
     num_workers: int = 0
+    same_initial_states: bool = False  # every environment of a split starts from the same states
 
     def __getitem__(self, key: str) -> Any:
         if key in _FIELDS:
@@ -75,6 +76,10 @@ def parse_data_config(cfg: Mapping[str, Any] | DataConfig | None) -> DataConfig:
             if not isinstance(v, (str, os.PathLike)) or not str(v):
                 raise UserError(f"data.dir={v!r} must be a non-empty path string")
             values[key] = Path(v)
+        elif key == "same_initial_states":
+            if not isinstance(v, bool):
+                raise UserError(f"data.same_initial_states={v!r} must be true or false")
+            values[key] = v
         elif key == "window":
             if v is not None and (not _is_int(v) or v < 1):
                 raise UserError(f"data.window={v!r} must be a positive integer (observation steps) or null")

@@ -49,22 +49,26 @@ def seed_mask(data_seed: int) -> int:
     return _digest(f"data-seed:{data_seed}") & _MASK63
 
 
-def split_seeds(data_seed: int, kind: str, set_name: str | None, n_env: int, n_traj: int) -> np.ndarray:
-    """Seeds of one split, int64 ``(n_env, n_traj)``; row ``e`` belongs to environment ``e``."""
+def split_seeds(data_seed: int, kind: str, set_name: str | None, n_env: int, n_traj: int,
+                same_across_envs: bool = False) -> np.ndarray:
+    """Seeds of one split, int64 ``(n_env, n_traj)``; row ``e`` belongs to environment ``e``.
+    With ``same_across_envs`` every row is environment 0's: all environments start from the same
+    initial states (LEADS' and CoDA's ODE data), still never those of another split."""
     if n_env > MAX_ENVS:
         raise UserError(f"a split may hold at most {MAX_ENVS} environments, got {n_env}")
     if n_traj > MAX_TRAJ:
         raise UserError(f"a split may hold at most {MAX_TRAJ} trajectories per environment, got {n_traj}")
     high = (set_id(set_name) << KIND_BITS | KIND_CODES[kind]) << (ENV_BITS + TRAJ_BITS)
-    env = np.arange(n_env, dtype=np.int64)[:, None] << TRAJ_BITS
+    env = (np.zeros if same_across_envs else np.arange)(n_env, dtype=np.int64)[:, None] << TRAJ_BITS
     traj = np.arange(n_traj, dtype=np.int64)[None, :]
     return (np.int64(high) | env | traj) ^ np.int64(seed_mask(data_seed))
 
 
 def check_disjoint(seeds: Mapping[str, np.ndarray]) -> None:
-    """Raise ``UserError`` if any seed appears twice across the given splits."""
+    """Raise ``UserError`` if any seed appears in two of the given splits (within one split,
+    environments may share their initial states on purpose)."""
     names = list(seeds)
-    flat = [np.asarray(seeds[n], dtype=np.int64).ravel() for n in names]
+    flat = [np.unique(np.asarray(seeds[n], dtype=np.int64)) for n in names]
     if not flat:
         return
     allseeds = np.concatenate(flat)

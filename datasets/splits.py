@@ -153,7 +153,7 @@ def split_spec(system: System, cfg: DataConfig, split: str, envs: Sequence[Env] 
         n_traj = {"adapt": cfg.n_adapt, "val": cfg.n_adapt_val, "test": cfg.n_test_heldout}[kind]
     params = system.env_tensor(envs).numpy()
     t = system.times(2 * system.horizon if kind == "test" else system.horizon)
-    seeds = split_seeds(cfg.seed, kind, set_name, len(envs), n_traj)
+    seeds = split_seeds(cfg.seed, kind, set_name, len(envs), n_traj, cfg.same_initial_states)
     config = {
         "format_version": FORMAT_VERSION,
         **physics_config(system, cfg),

@@ -170,6 +170,7 @@ class ForecasterConfig(Section):
     where = "forecaster"
     solver: str = rule("rk4", _choice("rk4", "euler"))
     substeps: int = rule(1, _int(1))
+    normalize: bool = True
     teacher_forcing: TeacherForcingConfig = dataclasses.field(default_factory=TeacherForcingConfig)
 
 

@@ -52,7 +52,10 @@ class Forecaster(pl.LightningModule):
     # ------------------------------------------------------------------ model
     @torch.no_grad()
     def fit_normalization(self, states: torch.Tensor, t: torch.Tensor) -> None:
-        """Per-channel scales from training trajectories ``(N, n_t, C, ...)``."""
+        """Per-channel scales from training trajectories ``(N, n_t, C, ...)``; none (physical
+        units) with ``forecaster.normalize: false``."""
+        if not self.cfg.forecaster.normalize:
+            return
         c = states.shape[2]
         x = states.transpose(0, 2).reshape(c, -1).double()
         dx = (states[:, 1:] - states[:, :-1]) / (t[1:] - t[:-1]).view(1, -1, *[1] * (states.dim() - 2))
@@ -80,8 +83,9 @@ class Forecaster(pl.LightningModule):
         channels of different magnitude weigh alike, and the method's penalty on the observed
         states (e.g. LEADS' ||g_e(x)||). Training and adaptation minimise the same objective."""
         per_sample = (((pred[:, 1:] - states[:, 1:]) / self.u_std.unsqueeze(0)) ** 2).flatten(1).mean(1)
-        x = (states - self.u_mean) / self.u_std
-        return per_sample, self.model.penalty(x.flatten(0, 1), env.repeat_interleave(states.shape[1]))
+        raw = states.flatten(0, 1)
+        return per_sample, self.model.penalty((raw - self.u_mean) / self.u_std, env.repeat_interleave(states.shape[1]),
+                                              raw=raw, out_scale=self.du_std)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         states, t, env = batch["states"], batch["t"], batch["env"]

@@ -9,10 +9,13 @@ EnvModel interface (every method):
   environment indices in ``[0, n_envs)``. All environments of a batch go through one batched
   pass. Shapes are checked (``UserError``); index range only for CPU ``env`` tensors (a range
   check on GPU would synchronise on every call of the ODE solver).
-- ``penalty(u, env) -> scalar``: the method's penalty, already weighted, to be *added* to the
-  loss. ``u`` (N, *state_shape) / ``env`` (N,) are where data-dependent penalties are evaluated:
-  pass the batch's observed states (e.g. every time step of every trajectory, flattened), as
-  LEADS does; parameter-only penalties ignore them. A zero tensor for methods without one.
+- ``penalty(u, env, raw=None, out_scale=None) -> scalar``: the method's penalty, already
+  weighted, to be *added* to the loss. ``u`` (N, *state_shape) / ``env`` (N,) are where
+  data-dependent penalties are evaluated: pass the batch's observed states (e.g. every time step
+  of every trajectory, flattened), as LEADS does; parameter-only penalties ignore them. When the
+  model sees normalised states, ``raw`` are the same states in physical units and ``out_scale``
+  turns the model's output into physical rates, for penalties defined in physical units. A zero
+  tensor for methods without one.
 - ``shared_parameters()`` / ``env_parameters()``: disjoint lists covering all parameters.
   ``env_parameters()`` is exactly what adaptation to new environments trains; each of its
   tensors has the environment as first dimension (so ``p[e]`` is environment ``e``'s share).
@@ -30,8 +33,10 @@ Methods (``method_cfg`` = ``name`` and the keys below, with defaults) and the in
   ``random`` (as at construction).
 - ``leads`` (``lambda=1e-3``; ``g_backbone={}``: overrides of the backbone config for ``g``):
   ``f(u) + g_e(u)``, ``g_e`` a per-environment network; penalty
-  ``lambda · Σ_e mean_{b in e} ‖g_e(u_b)‖²/‖u_b‖²`` over the environments present in ``env``
-  (norms over the whole state; LEADS' code takes them per grid point for fields). LEADS'
+  ``lambda · Σ_e mean_{b in e} ‖g_e(u_b)‖²/‖u_b‖²`` over the environments present in ``env``,
+  in physical units as LEADS' code computes it (the ratio is not invariant to the shift and
+  scale of a normalisation: in normalised units it weighs 15-40 times more on Lotka-Volterra);
+  norms over the whole state (LEADS' code takes them per grid point for fields). LEADS'
   spectral-norm term is not implemented. Inits ``zero`` (random with a zero output layer, so
   a new environment starts from ``f`` alone), ``random`` (as in training), ``mean``.
 - ``coda`` (``dim=2, l1_hyper=1e-6, l2_context=1e-4``): ``θ_e = θ + W ξ_e``, ``ξ_e ∈ R^dim``
@@ -99,7 +104,7 @@ class EnvModel(nn.Module):
     def dynamics(self, u: Tensor, env: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def penalty(self, u: Tensor, env: Tensor) -> Tensor:
+    def penalty(self, u: Tensor, env: Tensor, raw: Tensor | None = None, out_scale: Tensor | None = None) -> Tensor:
         return self._zero()
 
     def shared_parameters(self) -> list[nn.Parameter]:
@@ -236,7 +241,7 @@ class LowRank(_Contextual):
     def _make_layer(self, op: Op) -> nn.Module:
         return LowRankLayer(op, self.cfg["rank"])
 
-    def penalty(self, u: Tensor, env: Tensor) -> Tensor:
+    def penalty(self, u: Tensor, env: Tensor, raw: Tensor | None = None, out_scale: Tensor | None = None) -> Tensor:
         return self._context_penalty()
 
 
@@ -248,7 +253,7 @@ class Coda(_Contextual):
     def _make_layer(self, op: Op) -> nn.Module:
         return CodaLayer(op, self.cfg["dim"])
 
-    def penalty(self, u: Tensor, env: Tensor) -> Tensor:
+    def penalty(self, u: Tensor, env: Tensor, raw: Tensor | None = None, out_scale: Tensor | None = None) -> Tensor:
         penalty = self._context_penalty()
         if self.cfg["l1_hyper"]:
             # group lasso: Σ over the network's parameters of the norm of their hypernetwork row
@@ -285,14 +290,17 @@ class Leads(EnvModel):
         cond = Cond(env)
         return self.f(u, cond) + self.g(u, cond)
 
-    def penalty(self, u: Tensor, env: Tensor) -> Tensor:
+    def penalty(self, u: Tensor, env: Tensor, raw: Tensor | None = None, out_scale: Tensor | None = None) -> Tensor:
         weight = self.cfg["lambda"]
         if not weight:
             return self._zero()
         env = self._check_inputs(u, env)
         g = self.g(u, Cond(env))
+        if out_scale is not None:
+            g = g * out_scale
+        x = u if raw is None else raw
         tiny = torch.finfo(u.dtype).tiny
-        ratio = g.flatten(1).square().sum(1) / u.flatten(1).square().sum(1).clamp_min(tiny)
+        ratio = g.flatten(1).square().sum(1) / x.flatten(1).square().sum(1).clamp_min(tiny)
         # Σ_e of the mean over environment e's samples, without a loop over environments
         sums = ratio.new_zeros(self.n_envs).index_add(0, env, ratio)
         counts = torch.bincount(env, minlength=self.n_envs).clamp_min(1).to(ratio.dtype)

@@ -40,17 +40,22 @@ def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _kill_at_step(step: int) -> None:
+def _at_training_step(step: int, action) -> None:
+    """Call ``action()`` when training step ``step`` begins (``global_step == step``)."""
     from leads.models.forecaster import Forecaster
 
     original = Forecaster.training_step
 
     def training_step(self, batch, batch_idx):
         if self.global_step == step:
-            _die()
+            action()
         return original(self, batch, batch_idx)
 
     Forecaster.training_step = training_step
+
+
+def _kill_at_step(step: int) -> None:
+    _at_training_step(step, _die)
 
 
 def _kill_in_save(n: int) -> None:
@@ -100,16 +105,7 @@ def _signal_at(spec: str) -> None:
         os.kill(os.getpid(), sig)
 
     if phase == "train":
-        from leads.models.forecaster import Forecaster
-
-        original = Forecaster.training_step
-
-        def training_step(self, batch, batch_idx):
-            if self.global_step == n:
-                send()
-            return original(self, batch, batch_idx)
-
-        Forecaster.training_step = training_step
+        _at_training_step(n, send)
         return
     import leads.datasets.cache as cache
     import leads.evaluation.heldout as heldout

@@ -209,3 +209,15 @@ def test_leaderboard_command_writes_files_and_errors_without_rows(tmp_path, caps
     assert main([*argv, "--profile", "paper"]) == 0
     assert (results / "gray_scott" / "leaderboard_quick.md").read_text() == md
     assert "Published results: GEPS" in (results / "gray_scott" / "leaderboard_paper.md").read_text()
+
+
+def test_published_block_names_the_setting_its_numbers_are_matched_against():
+    """GEPS' Gray-Scott numbers: the paper's text trains on 1 trajectory per environment, its code
+    on 256; the block says which of the two the rows followed."""
+    for profile, setting in (("paper", "the GEPS paper's text, 1 training trajectory per environment"),
+                             ("paper_code", "the setting of GEPS' public code, 256 training trajectories"),
+                             ("paper_code_cpu", "the setting of GEPS' public code (256 training trajectories "
+                                                "per environment), trained with our CPU recipe")):
+        rows = _geps_rows(profile=profile)
+        md = leaderboard.to_markdown(leaderboard.build(rows, "gray_scott", profile))
+        assert f"Same protocol as these rows (profile {profile}," in md and f"Matched against {setting}" in md, profile

@@ -34,14 +34,8 @@ def relative_l2(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
 
 
 def mse(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over each trajectory, t = 0 excluded.
-
-    Args:
-        pred, true: ``(N, n_t, *state)``; entry 0 of the time axis is the given initial state.
-
-    Returns:
-        ``(N,)``, one error per trajectory.
-    """
+    """Mean squared error over each trajectory, t = 0 excluded; arguments and result as for
+    ``relative_l2``."""
     p, y = _flat(pred, true)
     return ((p - y) ** 2).mean(dim=1)
 

@@ -27,7 +27,7 @@ import shlex
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from leads.envs.errors import UserError
@@ -182,7 +182,7 @@ def _leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_leaderboard(cfg: dict[str, Any], shots: int) -> str:
+def _write_leaderboard(cfg: Mapping[str, Any], shots: int) -> str:
     """Rebuild ``leaderboard_<profile>.md``/``.csv`` of ``cfg``'s system; log it to W&B if active."""
     import uuid
 

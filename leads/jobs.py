@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from leads.config.loading import apply_override, system_of
+from leads.config.paths import check_output_dirs
 from leads.config.schema import RunConfig
 from leads.datasets.atomic import atomic_write_text
 from leads.datasets.cache import ensure_split
@@ -54,14 +55,14 @@ class Evaluation:
     probe: Probe | None
 
 
-def resolve_device(cfg: dict[str, Any]) -> torch.device:
+def resolve_device(cfg: Mapping[str, Any]) -> torch.device:
     device = cfg["device"]
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device("cuda" if device == "gpu" else device)
 
 
-def evaluate_in_domain(module: Forecaster, cfg: dict[str, Any]) -> tuple[Scores, Trajectories]:
+def evaluate_in_domain(module: Forecaster, cfg: Mapping[str, Any]) -> tuple[Scores, Trajectories]:
     system = system_of(cfg)
     data = load_split(ensure_split(system, cfg["data"], "test"))
     return score(module, data.states, data.t, system.horizon), data
@@ -119,6 +120,7 @@ def evaluate_checkpoint(ckpt: str | Path, system: str, overrides: Sequence[str] 
         cfg = RunConfig.of(apply_override(cfg, text))
     adapt = cfg.adapt.replace(sets=[*cfg.adapt.sets, *heldout], shots=cfg.adapt.shots if shots is None else shots)
     cfg = cfg.replace(adapt=adapt)
+    check_output_dirs(cfg, ("data.dir", "results_dir"))  # before any data is generated or adapted to
     module.cfg = cfg
     ckpt = Path(ckpt)
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
@@ -142,7 +144,7 @@ def evaluate_checkpoint(ckpt: str | Path, system: str, overrides: Sequence[str] 
 
 
 # ------------------------------------------------------------------------------ rows
-def _run_info(cfg: dict[str, Any], module: Forecaster, run_id: str, train_seconds: float,
+def _run_info(cfg: Mapping[str, Any], module: Forecaster, run_id: str, train_seconds: float,
               ckpt: Path) -> dict[str, Any]:
     system = system_of(cfg)
     return {"run_id": run_id, "eval_id": uuid.uuid4().hex[:12], "time": now(), "system": cfg["system_name"],
@@ -153,7 +155,7 @@ def _run_info(cfg: dict[str, Any], module: Forecaster, run_id: str, train_second
             "train_envs_key": envs_key(system, system.train_envs), "dt": system.dt, "horizon": system.horizon}
 
 
-def evaluation_rows(cfg: dict[str, Any], info: dict[str, Any], ev: Evaluation) -> list[dict[str, Any]]:
+def evaluation_rows(cfg: Mapping[str, Any], info: dict[str, Any], ev: Evaluation) -> list[dict[str, Any]]:
     """Every number of ``ev`` as results rows (see :mod:`leads.reporting.results`)."""
     system = system_of(cfg)
     base = {**info, "kind": "in_domain", "shots": None, "set_envs_key": info["train_envs_key"],
@@ -176,7 +178,7 @@ def evaluation_rows(cfg: dict[str, Any], info: dict[str, Any], ev: Evaluation) -
 
 
 # ------------------------------------------------------------------------------ reporting
-def _figures(fig_dir: Path, cfg: dict[str, Any], module: Forecaster, ev: Evaluation) -> dict[str, Path]:
+def _figures(fig_dir: Path, cfg: Mapping[str, Any], module: Forecaster, ev: Evaluation) -> dict[str, Path]:
     system = system_of(cfg)
     states = list(system.state_names)
     out = {}
@@ -247,7 +249,7 @@ def _wandb_experiment(logger: Any) -> Any:
     return logger.experiment if isinstance(logger, WandbLogger) else None
 
 
-def _log_wandb(exp: Any, cfg: dict[str, Any], summary: dict[str, Any], figures: dict[str, Path],
+def _log_wandb(exp: Any, cfg: Mapping[str, Any], summary: dict[str, Any], figures: dict[str, Path],
                ev: Evaluation) -> None:
     import wandb
 

@@ -366,6 +366,14 @@ def test_unknown_checkpoints_get_one_line_errors(trained, tmp_path, capsys):
         assert message in err and "\n" not in err and "Traceback" not in err, (extra, err)
 
 
+def test_evaluate_checks_its_directories_before_any_work(trained, tmp_path, capsys):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a directory")
+    assert main(["evaluate", "--env", "lotka_volterra", "--ckpt", trained.ckpt, "--set", f"results_dir={blocker}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: results_dir=") and "is a file" in err and "\n" not in err
+
+
 # ------------------------------------------------------------------------------ rows on disk
 _WRITER = textwrap.dedent("""
     import sys

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from matplotlib.figure import Figure
@@ -18,7 +19,7 @@ def shot_counts(n_adapt: int, shots: tuple[int, ...] = SHOTS) -> list[int]:
     return sorted({min(k, n_adapt) for k in shots if n_adapt >= 1})
 
 
-def few_shot_curve(module: Forecaster, cfg: dict[str, Any], sets: dict[str, list[Env]],
+def few_shot_curve(module: Forecaster, cfg: Mapping[str, Any], sets: dict[str, list[Env]],
                    known: dict[str, SetResult] | None = None) -> dict[str, dict[int, SetResult]]:
     """``{set: {k: result}}`` for every k of :func:`shot_counts`; results in ``known`` (adapted
     with as many shots as asked) are reused rather than recomputed."""

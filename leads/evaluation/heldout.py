@@ -126,7 +126,7 @@ def resolve_sets(system: System, entries: list[Any]) -> dict[str, list[Env]]:
     return out
 
 
-def heldout_sets(cfg: dict[str, Any]) -> dict[str, list[Env]]:
+def heldout_sets(cfg: Mapping[str, Any]) -> dict[str, list[Env]]:
     return resolve_sets(system_of(cfg), list(cfg["adapt"]["sets"]))
 
 
@@ -141,12 +141,12 @@ class SetResult:
     test: Trajectories | None  # kept for figures; None where not needed
 
 
-def _load(system: System, cfg: dict[str, Any], split: str, name: str, envs: list[Env]) -> Trajectories:
+def _load(system: System, cfg: Mapping[str, Any], split: str, name: str, envs: list[Env]) -> Trajectories:
     named = name in system.heldout
     return load_split(ensure_split(system, cfg["data"], split, None if named else envs))
 
 
-def evaluate_heldout(module: Forecaster, cfg: dict[str, Any], name: str, envs: list[Env] | None = None,
+def evaluate_heldout(module: Forecaster, cfg: Mapping[str, Any], name: str, envs: list[Env] | None = None,
                      shots: int | None = None, keep_test: bool = True) -> SetResult:
     """Adapt on ``adapt_<name>`` (stopping on ``val_<name>``), then score on ``test_<name>``.
 

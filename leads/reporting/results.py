@@ -21,6 +21,7 @@ import math
 import os
 import subprocess
 import warnings
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,11 +42,11 @@ BOOKKEEPING = ("run_name", "device", "devices", "num_nodes", "strategy", "logger
 REPO = Path(__file__).resolve().parents[2]
 
 
-def results_path(cfg: dict[str, Any]) -> Path:
+def results_path(cfg: Mapping[str, Any]) -> Path:
     return Path(cfg["results_dir"]) / cfg["system_name"] / "results.jsonl"
 
 
-def study_hash(cfg: dict[str, Any]) -> str:
+def study_hash(cfg: Mapping[str, Any]) -> str:
     """Hash of what determines a result: the config without bookkeeping and the data directory."""
     ident = {k: v for k, v in cfg.items() if k not in BOOKKEEPING}
     ident["data"] = {k: v for k, v in cfg["data"].items() if k != "dir"}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from leads.envs.errors import UserError
 LOGGERS = ("wandb", "csv", "none")
 
 
-def wandb_mode(cfg: dict[str, Any]) -> str:
+def wandb_mode(cfg: Mapping[str, Any]) -> str:
     mode = os.environ.get("WANDB_MODE") or cfg["wandb"]["mode"]
     if mode not in ("offline", "online", "disabled", "dryrun", "run"):
         raise UserError(f"unknown W&B mode '{mode}'; choose offline, online or disabled")
@@ -44,7 +45,7 @@ def _wandb_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def make_logger(cfg: dict[str, Any], run_dir: Path, run_id: str) -> Logger | None:
+def make_logger(cfg: Mapping[str, Any], run_dir: Path, run_id: str) -> Logger | None:
     kind = cfg["logger"]
     if kind not in LOGGERS:
         raise UserError(f"unknown logger '{kind}'; choose one of: {', '.join(LOGGERS)}")

@@ -55,7 +55,7 @@ class TrainedRun:
     is_global_zero: bool = True  # under DDP only rank 0 evaluates and writes results
 
 
-def run_id_of(cfg: dict[str, Any]) -> str:
+def run_id_of(cfg: Mapping[str, Any]) -> str:
     if cfg.get("run_name"):
         return str(cfg["run_name"])
     # The seed and run bookkeeping do not change what is trained... except the seed, which is kept.
@@ -74,7 +74,7 @@ def runs_of(cfg: Mapping[str, Any]) -> list[Path]:
                   key=lambda p: p.stat().st_mtime)
 
 
-def run_dir_for(cfg: dict[str, Any], resume: bool) -> tuple[Path, str]:
+def run_dir_for(cfg: Mapping[str, Any], resume: bool) -> tuple[Path, str]:
     """``resume`` continues the latest run of this config; otherwise a fresh directory, never
     one that already holds a user's run."""
     base_id = run_id_of(cfg)
@@ -96,7 +96,7 @@ def _ddp_child() -> bool:
     return os.environ.get("LOCAL_RANK", "0") not in ("", "0")
 
 
-def claim_run_dir(cfg: dict[str, Any], resume: bool) -> tuple[Path, str]:
+def claim_run_dir(cfg: Mapping[str, Any], resume: bool) -> tuple[Path, str]:
     """:func:`run_dir_for`, safe for runs started together: a fresh directory is created
     atomically (two runs of one config get two directories), and DDP ranks > 0 use rank 0's."""
     if _ddp_child() and os.environ.get(RUN_DIR_ENV):
@@ -111,7 +111,7 @@ def claim_run_dir(cfg: dict[str, Any], resume: bool) -> tuple[Path, str]:
             continue  # another process took this name between the check and the mkdir
 
 
-def trainer_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
+def trainer_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
     device = cfg["device"]
     if device not in ACCELERATORS:
         raise UserError(f"unknown device '{device}'; choose one of: {', '.join(ACCELERATORS)}")
@@ -125,7 +125,7 @@ def trainer_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def data_and_model(cfg: dict[str, Any]) -> tuple[TrajectoryDataModule, Forecaster]:
+def data_and_model(cfg: Mapping[str, Any]) -> tuple[TrajectoryDataModule, Forecaster]:
     """The data module (its files generated if missing) and a fresh model whose normalisation
     is measured on the training split."""
     system = system_of(cfg)

@@ -34,6 +34,8 @@ from leads.envs.errors import UserError
 from leads.envs.registry import SYSTEMS
 from leads.training.interrupted import Interrupted
 
+TEST_CURVE_HELP = "also score the test split at every validation, for learning-curve figures only"
+
 
 def _common(p: argparse.ArgumentParser, profile: bool = True) -> None:
     p.add_argument("--env", required=True, help="system name, e.g. gray_scott")
@@ -64,6 +66,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, help="training seed (first seed with --seeds)")
     p.add_argument("--seeds", type=int, default=1, help="number of consecutive seeds to run")
     p.add_argument("--few-shot", action="store_true", help="also adapt with k = 1, 2, 4, 8 trajectories")
+    p.add_argument("--test-curve", action="store_true", help=TEST_CURVE_HELP)
     p.add_argument("--devices", default=None, help="Lightning devices (e.g. 2)")
     p.add_argument("--strategy", default=None, help="Lightning strategy (e.g. ddp)")
     p.add_argument("--resume", action="store_true", help="continue the last run of this config")
@@ -97,6 +100,7 @@ def _reproduce_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 of every method (default 3)")
     p.add_argument("--max-steps", type=int, default=None, help="a reduced training budget for every run")
     p.add_argument("--methods", default=None, help="a comma list of the protocol's methods (default: all)")
+    p.add_argument("--test-curve", action="store_true", help=TEST_CURVE_HELP)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value of every run (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -134,12 +138,14 @@ def _train(args: argparse.Namespace) -> int:
             check_output_dirs(cfg)
             cfgs.append(cfg)
     if len(cfgs) == 1:
-        run_experiment(cfgs[0], resume=args.resume, progress=not args.no_progress, few_shot=args.few_shot)
+        run_experiment(cfgs[0], resume=args.resume, progress=not args.no_progress, few_shot=args.few_shot,
+                           test_curve=args.test_curve)
         return 0
     failed = []
     for cfg in cfgs:
         try:
-            run_experiment(cfg, resume=args.resume, progress=not args.no_progress, few_shot=args.few_shot)
+            run_experiment(cfg, resume=args.resume, progress=not args.no_progress, few_shot=args.few_shot,
+                           test_curve=args.test_curve)
         except TrainingDiverged as e:  # one diverging method should not cost the others
             failed.append(f"{cfg['method']} seed {cfg['seed']}")
             print(f"error: {cfg['method']} seed {cfg['seed']}: {e}", file=sys.stderr)
@@ -214,7 +220,8 @@ def _reproduce(args: argparse.Namespace) -> int:
     from leads.reproduce import reproduce
 
     methods = [m.strip() for m in args.methods.split(",")] if args.methods else []
-    out = reproduce(args.protocol, args.seeds, args.max_steps, methods, args.set, progress=not args.no_progress)
+    out = reproduce(args.protocol, args.seeds, args.max_steps, methods, args.set, progress=not args.no_progress,
+                    test_curve=args.test_curve)
     print(out["leaderboard"], end="")
     return 0
 

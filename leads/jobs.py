@@ -83,11 +83,12 @@ def evaluate_model(module: Forecaster, cfg: RunConfig | Mapping[str, Any], few_s
 
 # ------------------------------------------------------------------------------ entry points
 def run_experiment(cfg: RunConfig | Mapping[str, Any], resume: bool = False, progress: bool = True,
-                   few_shot: bool = False) -> dict[str, Any]:
-    """Train ``cfg``, evaluate the best checkpoint, append its rows to ``results.jsonl``."""
+                   few_shot: bool = False, test_curve: bool = False) -> dict[str, Any]:
+    """Train ``cfg``, evaluate the best checkpoint, append its rows to ``results.jsonl``
+    (``test_curve``: see :func:`leads.training.train.train`)."""
     cfg = RunConfig.of(cfg)
     heldout_sets(cfg)  # a bad held-out set fails now, not after training
-    run = train(cfg, resume=resume, progress=progress)
+    run = train(cfg, resume=resume, progress=progress, test_curve=test_curve)
     if not run.is_global_zero:  # under DDP, rank 0 alone evaluates and writes rows
         return {"run": run, "summary": None, "evaluation": None, "figures": {}, "rows": []}
     try:

@@ -69,7 +69,7 @@ def plan(protocol: Protocol, seeds: int, max_steps: int | None = None, methods: 
 
 
 def reproduce(name: str, seeds: int = 3, max_steps: int | None = None, methods: Sequence[str] = (),
-              overrides: Sequence[str] = (), progress: bool = True) -> dict[str, Any]:
+              overrides: Sequence[str] = (), progress: bool = True, test_curve: bool = False) -> dict[str, Any]:
     """Run (or finish) every run of protocol ``name`` and rebuild its leaderboard.
 
     Args:
@@ -79,6 +79,7 @@ def reproduce(name: str, seeds: int = 3, max_steps: int | None = None, methods: 
         methods: a subset of the protocol's methods (default: all of them).
         overrides: ``--set`` overrides applied to every run (after the profile).
         progress: progress bars while training.
+        test_curve: score the test split at every validation too, for learning-curve figures.
 
     Returns:
         ``{"runs": [(method, seed, state before, run directory)], "leaderboard": markdown}``.
@@ -101,7 +102,7 @@ def reproduce(name: str, seeds: int = 3, max_steps: int | None = None, methods: 
               + {"finished": f"finished in {run_dir}, skipped", "interrupted": f"resuming {run_dir}",
                  "new": "starting"}[state], flush=True)
         if state != "finished":
-            out = run_experiment(cfg, resume=state == "interrupted", progress=progress)
+            out = run_experiment(cfg, resume=state == "interrupted", progress=progress, test_curve=test_curve)
             run_dir = out["run"].run_dir
         done.append((cfg.method, cfg.seed, state, run_dir))
     lb = leaderboard.build(read_rows(results_path(cfgs[0])), protocol.system, protocol.profile,

@@ -31,6 +31,7 @@ from leads.training.checkpoints import (
     checkpoint_callbacks,
     remove_stale_temps,
 )
+from leads.training.curves import LearningCurve
 from leads.training.interrupted import Interrupted
 from leads.training.loggers import make_logger
 
@@ -140,7 +141,7 @@ def data_and_model(cfg: Mapping[str, Any]) -> tuple[TrajectoryDataModule, Foreca
 
 
 def train(cfg: RunConfig | Mapping[str, Any], resume: bool = False, progress: bool = True,
-          callbacks: Sequence[pl.Callback] = ()) -> TrainedRun:
+          callbacks: Sequence[pl.Callback] = (), test_curve: bool = False) -> TrainedRun:
     """Train a run and return its best checkpoint, chosen on validation.
 
     Args:
@@ -148,6 +149,8 @@ def train(cfg: RunConfig | Mapping[str, Any], resume: bool = False, progress: bo
         resume: continue the latest run of this configuration from its ``last.ckpt``.
         progress: show Lightning's progress bar.
         callbacks: added to Lightning's (benchmarks use them to trace validation error).
+        test_curve: also score the in-domain test split at every validation, for learning-curve
+            figures only (``<run>/curve.jsonl``; nothing selects on it).
 
     Returns:
         ``TrainedRun``: the run directory and id, the best checkpoint and its module, seconds.
@@ -179,6 +182,7 @@ def train(cfg: RunConfig | Mapping[str, Any], resume: bool = False, progress: bo
         remove_stale_temps(ckpt_dir)
     checkpoint, last_checkpoint = checkpoint_callbacks(ckpt_dir)
     clock = TrainClock()
+    curve = LearningCurve(run_dir, clock, _test_split(cfg) if test_curve and not child else None)
     logger = make_logger(cfg, run_dir, run_id)
     with warnings.catch_warnings():
         for pattern in IGNORED_WARNINGS:
@@ -192,7 +196,7 @@ def train(cfg: RunConfig | Mapping[str, Any], resume: bool = False, progress: bo
             num_sanity_val_steps=0,
             gradient_clip_val=tc["grad_clip"] or None,
             logger=logger if logger is not None else False,
-            callbacks=[clock, ValidateLastStep(), checkpoint, last_checkpoint, *callbacks],
+            callbacks=[clock, curve, ValidateLastStep(), checkpoint, last_checkpoint, *callbacks],
             plugins=[AtomicCheckpointIO()],
             use_distributed_sampler=False,  # the datamodule shards training batches itself (datasets/sharding.py)
             enable_progress_bar=progress,
@@ -215,6 +219,14 @@ def train(cfg: RunConfig | Mapping[str, Any], resume: bool = False, progress: bo
                                "best_val_rel_l2": float(checkpoint.best_model_score or float("nan")),
                                "global_step": trainer.global_step})
     return TrainedRun(run_dir, run_id, best_path, best, seconds, logger, trainer.is_global_zero)
+
+
+def _test_split(cfg: RunConfig) -> tuple[torch.Tensor, Any, float]:
+    from leads.datasets.cache import ensure_split
+
+    system = system_of(cfg)
+    data = load_split(ensure_split(system, cfg.data, "test"))
+    return data.states, data.t, system.horizon
 
 
 def _discard_if_empty(run_dir: Path, keep: bool) -> None:

@@ -1,0 +1,41 @@
+"""Learning curves: one entry per validation, test scores that never change what is trained."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from tiny import tiny_config
+
+from leads.evaluation.scoring import score
+from leads.training.curves import CURVE_FILE, read_curve
+from leads.training.train import _test_split, train
+
+
+def test_curve_has_every_validation_and_test_scoring_changes_nothing(tmp_path):
+    cfg = tiny_config("lotka_volterra", tmp_path, "train.max_steps=6", "train.val_every=2")
+    plain = train(cfg, progress=False)
+    traced = train(cfg, progress=False, test_curve=True)
+    assert [e["step"] for e in read_curve(plain.run_dir)] == [2, 4, 6]
+    curve = read_curve(traced.run_dir)
+    assert [e["step"] for e in curve] == [2, 4, 6]
+    assert all("test" not in e for e in read_curve(plain.run_dir))
+    # Training is the same with and without test scoring: same weights, same validation errors.
+    for a, b in zip(plain.module.state_dict().values(), traced.module.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert [e["val_rel_l2"] for e in curve] == [e["val_rel_l2"] for e in read_curve(plain.run_dir)]
+    assert all(e["seconds"] > 0 for e in curve) and curve[-1]["seconds"] >= curve[0]["seconds"]
+    # The last entry's test score is the final model's score on the test split.
+    last = torch.load(traced.run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    traced.module.load_state_dict(last["state_dict"])
+    states, t, horizon = _test_split(traced.module.cfg)
+    expected = score(traced.module, states, t, horizon).summary("rel_l2")[0]
+    assert abs(curve[-1]["test"]["rel_l2"] - expected) <= 1e-6 * max(expected, 1e-12)
+
+
+def test_read_curve_keeps_the_later_entry_of_a_repeated_step_and_skips_a_cut_line(tmp_path):
+    lines = [{"step": 2, "seconds": 1.0, "val_rel_l2": 0.5}, {"step": 4, "seconds": 2.0, "val_rel_l2": 0.4},
+             {"step": 4, "seconds": 2.5, "val_rel_l2": 0.3}]  # step 4 again: a resumed run
+    (tmp_path / CURVE_FILE).write_text("".join(json.dumps(x) + "\n" for x in lines) + '{"step": 6, "sec')
+    assert read_curve(tmp_path) == [lines[0], lines[2]]
+    assert read_curve(tmp_path / "missing") == []

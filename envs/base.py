@@ -12,7 +12,7 @@ import copy
 import math
 import operator
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -21,6 +21,13 @@ import torch
 from leads.envs.errors import UserError
 
 Env = dict[str, float]
+
+
+def _per_sample(value: torch.Tensor | float, u: torch.Tensor) -> torch.Tensor | float:
+    """A ``(B,)`` parameter column shaped to broadcast against one channel ``u[:, c]``."""
+    if isinstance(value, torch.Tensor) and value.dim() == 1:
+        return value.to(u).view(-1, *([1] * (u.dim() - 2)))
+    return value
 
 
 def env_label(env: Env) -> str:
@@ -42,16 +49,20 @@ def check_seed(seed: Any) -> int:
 class System(ABC):
     """A parametric dynamical system ``du/dt = f(t, u; params)``.
 
-    Subclasses set the class attributes and implement the four abstract methods. Their
-    ``defaults`` hold every configurable key (physical constants, grid, environment sets,
-    observation step and horizon, solver step); a config may override any of them and
-    nothing else.
+    Subclasses set the class attributes, write one ``term_<name>`` method per term of
+    ``terms`` and implement the abstract methods. Their ``defaults`` hold every configurable
+    key (physical constants, grid, environment sets, observation step and horizon, solver
+    step); a config may override any of them and nothing else.
     """
 
     name: ClassVar[str]
     param_names: ClassVar[tuple[str, ...]]
     state_names: ClassVar[tuple[str, ...]]
     defaults: ClassVar[dict[str, Any]]
+    # The right-hand side as a sum of named terms: term name -> the physical parameters it uses
+    # (environment parameters or ``constants``); ``term_<name>(t, u, values)`` computes it.
+    terms: ClassVar[dict[str, tuple[str, ...]]]
+    constants: ClassVar[tuple[str, ...]] = ()  # config keys that are physical parameters (D_u, ...)
 
     def __init__(self, **overrides: Any) -> None:
         unknown = sorted(set(overrides) - set(self.defaults))
@@ -144,9 +155,66 @@ class System(ABC):
         """One initial state per seed, float64, ``(len(seeds), *state_shape)``.
         The same seed always gives the same state, on every device."""
 
-    @abstractmethod
     def rhs(self, t: float | torch.Tensor, u: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        """``du/dt`` for a batch: ``u`` is ``(B, *state_shape)``, ``params`` is ``(B, n_params)``."""
+        """``du/dt`` for a batch: ``u`` is ``(B, *state_shape)``, ``params`` is ``(B, n_params)``;
+        the sum of every term of ``terms`` (the equations are written once, as terms)."""
+        return self.terms_rhs(tuple(self.terms), t, u, self.parameter_values(params))
+
+    # ----------------------------------------------------------------- named terms
+    def parameter_values(self, params: torch.Tensor) -> dict[str, torch.Tensor | float]:
+        """The physical parameters by name: environment parameters as ``(B,)`` columns of
+        ``params``, ``constants`` as the config's numbers."""
+        values: dict[str, torch.Tensor | float] = {p: params[:, i] for i, p in enumerate(self.param_names)}
+        values.update({c: float(self.config[c]) for c in self.constants})
+        return values
+
+    def term_parameters(self, names: Sequence[str]) -> tuple[str, ...]:
+        """The physical parameters the terms ``names`` use, each once, in the order of ``terms``."""
+        out: list[str] = []
+        for name in self.check_terms(names):
+            out += [p for p in self.terms[name] if p not in out]
+        return tuple(out)
+
+    def check_terms(self, names: str | Sequence[str] | None) -> tuple[str, ...]:
+        """``names`` as a tuple of this system's terms (``"all"``: every term; None: none);
+        an unknown name is a one-line error that lists the known ones."""
+        if names is None:
+            return ()
+        if names == "all":
+            return tuple(self.terms)
+        if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+            raise UserError(f"physics terms must be 'all' or a list of term names of {self.name}, got {names!r}")
+        for n in names:
+            if n not in self.terms:
+                raise UserError(f"{self.name} has no term '{n}'; its terms are: {', '.join(self.terms)}")
+        if len(set(names)) != len(names):
+            raise UserError(f"physics terms {list(names)} name a term twice")
+        return tuple(names)
+
+    def terms_rhs(self, names: Sequence[str], t: float | torch.Tensor, u: torch.Tensor,
+                  values: Mapping[str, torch.Tensor | float]) -> torch.Tensor:
+        """The sum of the terms ``names`` at ``(t, u)``.
+
+        Args:
+            names: terms of ``terms``.
+            t: the time (a float, or ``(B,)`` per sample), for non-autonomous terms.
+            u: ``(B, *state_shape)`` states.
+            values: every parameter the terms use, as a float or a ``(B,)`` tensor per sample.
+
+        Returns:
+            ``(B, *state_shape)``; zeros for no terms.
+        """
+        out = torch.zeros_like(u)
+        for name in names:
+            used = {p: _per_sample(values[p], u) for p in self.terms[name]}
+            out = out + getattr(self, f"term_{name}")(t, u, used)
+        return out
+
+    def stiffness(self, names: Sequence[str], values: Mapping[str, torch.Tensor | float]) -> float:
+        """An upper bound on the spectral radius of the terms' Jacobian where it is large
+        (diffusion, viscosity), so an explicit integrator can choose a stable step; 0 when
+        nothing in them is stiff."""
+        return 0.0
 
     @abstractmethod
     def solve(self, u0: torch.Tensor, params: torch.Tensor, t: np.ndarray) -> torch.Tensor:

@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from leads.envs.solvers import ODESystem
 
@@ -64,26 +65,53 @@ class GlycolyticOscillator(ODESystem):
     def param_ranges(self) -> dict[str, tuple[float, float]]:
         return {"k1": (0.0, math.inf), "K1": (0.0, math.inf)}
 
-    def rhs(self, t: float | torch.Tensor, u: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        c = self.config
-        p = params.to(u)
-        k1, K1 = p[:, 0], p[:, 1]
-        s1, s2, s3, s4, s5, s6, s7 = u.unbind(1)
-        v1 = k1 * s1 * s6 / (1 + (s6 / K1) ** c["q"])  # ATP-inhibited first reaction
-        v2 = c["k2"] * s2 * (c["N"] - s5)
-        v3 = c["k3"] * s3 * (c["A"] - s6)
-        v4 = c["k4"] * s4 * s5
-        v6 = c["k6"] * s2 * s5
-        leak = c["kappa"] * (s4 - s7)  # exchange of pyruvate with the extracellular pool
-        return torch.stack(
-            (
-                c["J0"] - v1,
-                2 * v1 - v2 - v6,
-                v2 - v3,
-                v3 - v4 - leak,
-                v2 - v4 - v6,
-                -2 * v1 + 2 * v3 - c["k5"] * s6,
-                c["psi"] * leak - c["k"] * s7,
-            ),
-            dim=1,
-        )
+    # One term per reaction or exchange of the model: its flux, with the stoichiometry it has.
+    terms = {
+        "influx": ("J0",),
+        "inhibited_reaction": ("k1", "K1", "q"),
+        "reaction_2": ("k2", "N"),
+        "reaction_3": ("k3", "A"),
+        "reaction_4": ("k4",),
+        "reaction_6": ("k6",),
+        "atp_consumption": ("k5",),
+        "pyruvate_exchange": ("kappa", "psi"),
+        "pyruvate_decay": ("k",),
+    }
+    constants = _CONSTANTS
+
+    @staticmethod
+    def _flux(u: Tensor, flux: Tensor, stoichiometry: dict[int, float]) -> Tensor:
+        """``flux`` (B,) applied to the species of ``stoichiometry`` (index -> coefficient)."""
+        flux = flux.expand_as(u[:, 0])
+        return torch.stack([stoichiometry.get(i, 0.0) * flux for i in range(u.shape[1])], dim=1)
+
+    def term_influx(self, t: Any, u: Tensor, p: dict[str, Any]) -> Tensor:
+        return self._flux(u, torch.as_tensor(p["J0"], dtype=u.dtype, device=u.device), {0: 1.0})
+
+    def term_inhibited_reaction(self, t: Any, u: Tensor, p: dict[str, Any]) -> Tensor:
+        s1, s6 = u[:, 0], u[:, 5]
+        v1 = p["k1"] * s1 * s6 / (1 + (s6 / p["K1"]) ** p["q"])  # ATP-inhibited first reaction
+        return self._flux(u, v1, {0: -1.0, 1: 2.0, 5: -2.0})
+
+    def term_reaction_2(self, t: Any, u: Tensor, p: dict[str, Any]) -> Tensor:
+        return self._flux(u, p["k2"] * u[:, 1] * (p["N"] - u[:, 4]), {1: -1.0, 2: 1.0, 4: 1.0})
+
+    def term_reaction_3(self, t: Any, u: Tensor, p: dict[str, Any]) -> Tensor:
+        return self._flux(u, p["k3"] * u[:, 2] * (p["A"] - u[:, 5]), {2: -1.0, 3: 1.0, 5: 2.0})
+
+    def term_reaction_4(self, t: Any, u: Tensor, p: dict[str, Any]) -> Tensor:
+        return self._flux(u, p["k4"] * u[:, 3] * u[:, 4], {3: -1.0, 4: -1.0})
+
+    def term_reaction_6(self, t: Any, u: Tensor, p: dict[str, Any]) -> Tensor:
+        return self._flux(u, p["k6"] * u[:, 1] * u[:, 4], {1: -1.0, 4: -1.0})
+
+    def term_atp_consumption(self, t: Any, u: Tensor, p: dict[str, Any]) -> Tensor:
+        return self._flux(u, p["k5"] * u[:, 5], {5: -1.0})
+
+    def term_pyruvate_exchange(self, t: Any, u: Tensor, p: dict[str, Any]) -> Tensor:
+        leak = p["kappa"] * (u[:, 3] - u[:, 6])  # with the extracellular pool S7
+        return torch.stack([torch.zeros_like(leak)] * 3 + [-leak] + [torch.zeros_like(leak)] * 2
+                           + [p["psi"] * leak], dim=1)
+
+    def term_pyruvate_decay(self, t: Any, u: Tensor, p: dict[str, Any]) -> Tensor:
+        return self._flux(u, p["k"] * u[:, 6], {6: -1.0})

@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from leads.envs.solvers import ODESystem
 
@@ -41,8 +42,16 @@ class LotkaVolterra(ODESystem):
     def param_ranges(self) -> dict[str, tuple[float, float]]:
         return {p: (0.0, math.inf) for p in self.param_names}
 
-    def rhs(self, t: float | torch.Tensor, u: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        p = params.to(u)
-        a, b, g, d = p.unbind(1)
-        x, y = u[:, 0], u[:, 1]
-        return torch.stack((a * x - b * x * y, d * x * y - g * y), dim=1)
+    terms = {"growth": ("alpha",), "predation": ("beta",), "conversion": ("delta",), "death": ("gamma",)}
+
+    def term_growth(self, t: Any, u: Tensor, p: dict[str, Any]) -> Tensor:
+        return torch.stack((p["alpha"] * u[:, 0], torch.zeros_like(u[:, 1])), dim=1)
+
+    def term_predation(self, t: Any, u: Tensor, p: dict[str, Any]) -> Tensor:
+        return torch.stack((-p["beta"] * u[:, 0] * u[:, 1], torch.zeros_like(u[:, 1])), dim=1)
+
+    def term_conversion(self, t: Any, u: Tensor, p: dict[str, Any]) -> Tensor:
+        return torch.stack((torch.zeros_like(u[:, 0]), p["delta"] * u[:, 0] * u[:, 1]), dim=1)
+
+    def term_death(self, t: Any, u: Tensor, p: dict[str, Any]) -> Tensor:
+        return torch.stack((torch.zeros_like(u[:, 0]), -p["gamma"] * u[:, 1]), dim=1)

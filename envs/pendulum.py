@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from leads.envs.solvers import ODESystem
 
@@ -48,9 +49,17 @@ class Pendulum(ODESystem):
         # conventions (omega0 enters squared, a negative F is a phase shift), fixed as >= 0.
         return {p: (0.0, math.inf) for p in self.param_names}
 
-    def rhs(self, t: float | torch.Tensor, u: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        p = params.to(u)
-        alpha, omega0, omega_f, F = p.unbind(1)
-        theta, theta_dot = u[:, 0], u[:, 1]
-        accel = -(omega0**2) * torch.sin(theta) - alpha * theta_dot + F * torch.cos(omega_f * t)
-        return torch.stack((theta_dot, accel), dim=1)
+    terms = {"kinematics": (), "gravity": ("omega0",), "friction": ("alpha",), "forcing": ("F", "omega_f")}
+
+    def term_kinematics(self, t: Any, u: Tensor, p: dict[str, Any]) -> Tensor:
+        return torch.stack((u[:, 1], torch.zeros_like(u[:, 1])), dim=1)  # d(theta)/dt = theta_dot
+
+    def term_gravity(self, t: Any, u: Tensor, p: dict[str, Any]) -> Tensor:
+        return torch.stack((torch.zeros_like(u[:, 0]), -(p["omega0"] ** 2) * torch.sin(u[:, 0])), dim=1)
+
+    def term_friction(self, t: Any, u: Tensor, p: dict[str, Any]) -> Tensor:
+        return torch.stack((torch.zeros_like(u[:, 1]), -p["alpha"] * u[:, 1]), dim=1)
+
+    def term_forcing(self, t: Any, u: Tensor, p: dict[str, Any]) -> Tensor:
+        drive = p["F"] * torch.cos(p["omega_f"] * torch.as_tensor(t, dtype=u.dtype, device=u.device))
+        return torch.stack((torch.zeros_like(u[:, 1]), drive.expand_as(u[:, 1])), dim=1)

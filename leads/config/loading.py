@@ -175,8 +175,10 @@ def load_config(
     for text in overrides:
         if parse_override(text)[0] != ["profile"]:
             cfg = apply_override(cfg, text)
-    get_system(system, **cfg["system"])  # the system checks its own section
-    return RunConfig.from_dict(cfg)
+    system_obj = get_system(system, **cfg["system"])  # the system checks its own section
+    run_cfg = RunConfig.from_dict(cfg)
+    system_obj.check_terms(run_cfg.physics.terms)  # a term the system does not have fails here
+    return run_cfg
 
 
 def system_of(cfg: Mapping[str, Any]) -> System:

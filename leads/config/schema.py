@@ -202,6 +202,26 @@ class AdaptConfig(Section):
     init: str = "default"
 
 
+def _terms(v: Any) -> str | None:
+    if v == "all" or (isinstance(v, list) and all(isinstance(n, str) for n in v)):
+        return None
+    return "config key '{key}' must be null, all, or a list of term names, got {value}"
+
+
+@_section
+class PhysicsConfig(Section):
+    """Known terms of the equations (leads.models.physics); none by default."""
+
+    where = "physics"
+    terms: Any = rule(None, _terms)
+    params: str = rule("learned", _choice("learned", "true_values"))
+    residual: bool = True
+    integrator: str = rule("joint", _choice("joint", "strang"))
+    substeps: int = rule(1, _int(1))
+    lambda_0: float = rule(1.0, _number(0, open_low=True))
+    tau_2: float = rule(1.0, _number(0))
+
+
 @_section
 class RunConfig(Section):
     """One run, fully resolved: what ``configs/`` + profile + ``--set`` give for one system."""
@@ -226,6 +246,7 @@ class RunConfig(Section):
     forecaster: ForecasterConfig = dataclasses.field(default_factory=ForecasterConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     adapt: AdaptConfig = dataclasses.field(default_factory=AdaptConfig)
+    physics: PhysicsConfig = dataclasses.field(default_factory=PhysicsConfig)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
@@ -240,6 +261,12 @@ class RunConfig(Section):
             if not isinstance(settings, dict):
                 raise UserError(f"config key 'methods.{name}' must be a mapping of the method's settings, "
                                 f"got {settings!r}")
+        if self.physics.terms is None and not self.physics.residual:
+            raise UserError("physics.residual=false leaves no model: name known terms in physics.terms "
+                            "(e.g. all) or keep the residual")
+        if self.physics.terms is not None and not self.physics.residual and self.physics.params == "true_values":
+            raise UserError("physics.residual=false with physics.params=true_values leaves nothing to learn; "
+                            "use physics.params=learned or keep the residual")
         if self.adapt.shots > self.data.n_adapt:  # else adaptation would fail only after training
             raise UserError(f"adapt.shots={self.adapt.shots} exceeds the data.n_adapt={self.data.n_adapt} "
                             "adaptation trajectories per environment; lower adapt.shots or raise data.n_adapt")
@@ -280,6 +307,8 @@ def _key(where: str, name: str) -> str:
 
 def _typed(key: str, value: Any, hint: Any) -> Any:
     """``value`` checked against the annotation ``hint`` (ints widen to floats)."""
+    if hint is Any:  # checked by the field's rule alone
+        return value
     args = typing.get_args(hint)
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         if value is None and type(None) in args:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +59,7 @@ def adapt_to_new_environments(
     cfg: AdaptConfig | Mapping[str, Any] | None = None,
     shots: int | None = None,
     on_check: Callable[[int, Forecaster], None] | None = None,
+    envs: list[dict[str, float]] | None = None,
 ) -> Adapted:
     """Fit fresh environment-specific parameters for ``len(env_names)`` new environments.
 
@@ -75,6 +76,8 @@ def adapt_to_new_environments(
         shots: trajectories per environment to fit (default ``cfg.shots``).
         on_check: called as ``on_check(step, current)`` at step 0 and at every validation
             check (benchmarks trace the error with it); its time is not counted.
+        envs: the new environments' parameters, needed only by known terms fixed to their true
+            values (``physics.params: true_values``); learned ones are identified by adaptation.
 
     Returns:
         ``Adapted``: the adapted copy, the steps taken and kept, seconds, the best validation
@@ -87,11 +90,11 @@ def adapt_to_new_environments(
     device = module.u_mean.device
     new = copy.deepcopy(module)
     new.env_names = list(env_names)
-    new.model.reset_environments(len(env_names), init=cfg.init)
+    new.reset_environments(list(envs) if envs is not None else len(env_names), init=cfg.init)
     new.to(device)
     for p in new.parameters():
         p.requires_grad_(False)
-    params = list(new.model.env_parameters())
+    params = new.env_parameters()
     n_per_env = sum(p.numel() for p in params) // len(env_names)
     if not params:  # zero-shot method
         return Adapted(new.eval(), 0, 0, time.perf_counter() - start, math.nan, 0, shots)
@@ -101,10 +104,17 @@ def adapt_to_new_environments(
     x, env = (a.to(device) for a in flatten_trajectories(adapt_states, shots))
     xv, envv = (a.to(device) for a in flatten_trajectories(val_states))
     t = t.to(device, x.dtype)
-    optimizer = _optimizer_name(cfg, new.model.adapts_weights)
+    optimizer = _optimizer_name(cfg, new.adapts_weights)
     # L-BFGS finds its step by line search: its lr is the first trial step, 1 unless backtracked.
-    lr = 1.0 if optimizer == "lbfgs" else float(cfg.weights_lr if new.model.adapts_weights else cfg.lr)
-    opt = _make_optimizer(optimizer, params, lr)
+    lr = 1.0 if optimizer == "lbfgs" else float(cfg.weights_lr if new.adapts_weights else cfg.lr)
+    # Physical parameters (scaled to ~1) take the step of a context even when weights are adapted.
+    physical = {id(p) for p in new.physics_parameters()}
+    ratio = 1.0 if optimizer == "lbfgs" else float(cfg.lr) / lr
+
+    def make(lr: float) -> torch.optim.Optimizer:
+        return _make_optimizer(optimizer, params, lr, physical, ratio)
+
+    opt = make(lr)
 
     def closure() -> torch.Tensor:
         opt.zero_grad(set_to_none=True)
@@ -145,7 +155,7 @@ def adapt_to_new_environments(
             backtracks += 1
             _restore(params, last_finite)
             lr /= BACKTRACK_FACTOR
-            opt = _make_optimizer(optimizer, params, lr)  # fresh state: the old one led here
+            opt = make(lr)  # fresh state: the old one led here
             continue
         if step % cfg.val_every == 0:
             err = val_error(step)
@@ -189,9 +199,12 @@ def _optimizer_name(cfg: AdaptConfig, adapts_weights: bool) -> str:
     return name
 
 
-def _make_optimizer(name: str, params: list[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
+def _make_optimizer(name: str, params: list[torch.nn.Parameter], lr: float, physical: Collection[int] = (),
+                    physical_ratio: float = 1.0) -> torch.optim.Optimizer:
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
+        groups = [{"params": [p for p in params if id(p) not in physical], "lr": lr},
+                  {"params": [p for p in params if id(p) in physical], "lr": lr * physical_ratio}]
+        return torch.optim.Adam([g for g in groups if g["params"]], lr=lr)
     # One iteration per step, but room for the line search: max_eval defaults to 1.25 * max_iter,
     # which at max_iter=1 leaves the line search no evaluation and the step at zero.
     return torch.optim.LBFGS(params, lr=lr, max_iter=1, max_eval=LINE_SEARCH_EVALS + 1, history_size=10,

@@ -139,6 +139,34 @@ class SetResult:
     scores: Scores
     adapted: Adapted
     test: Trajectories | None  # kept for figures; None where not needed
+    identified: list[dict[str, Identified]] | None = None  # per environment, for learned physical parameters
+
+
+@dataclass(frozen=True)
+class Identified:
+    """A physical parameter of a new environment: adapted estimate, true value, relative error."""
+
+    estimate: float
+    true: float
+    rel_error: float
+
+
+def identify(module: Forecaster, envs: list[Env]) -> list[dict[str, Identified]] | None:
+    """The learned physical parameters of ``module``'s environments against ``envs``' true ones;
+    None without learned known terms."""
+    physics = module.physics
+    if physics is None or physics.mode != "learned":
+        return None
+    truth = physics.true_values(envs).double()
+    out = []
+    for e, est in enumerate(physics.estimates()):
+        row = {}
+        for i, name in enumerate(physics.names):
+            true = float(truth[e, i])
+            err = abs(est[name] - true) / abs(true) if true else abs(est[name])
+            row[name] = Identified(est[name], true, err)
+        out.append(row)
+    return out
 
 
 def _load(system: System, cfg: Mapping[str, Any], split: str, name: str, envs: list[Env]) -> Trajectories:
@@ -157,8 +185,8 @@ def evaluate_heldout(module: Forecaster, cfg: Mapping[str, Any], name: str, envs
     val = _load(system, cfg, f"val_{name}", name, envs)
     t = torch.as_tensor(adapt.t, dtype=adapt.states.dtype)
     adapted = adapt_to_new_environments(module, adapt.states, val.states, t, [env_label(e) for e in envs],
-                                        cfg["adapt"], shots)
+                                        cfg["adapt"], shots, envs=envs)
     del adapt, val
     test = _load(system, cfg, f"test_{name}", name, envs)
     scores = score(adapted.module, test.states, test.t, system.horizon)
-    return SetResult(name, envs, scores, adapted, test if keep_test else None)
+    return SetResult(name, envs, scores, adapted, test if keep_test else None, identify(adapted.module, envs))

@@ -13,11 +13,14 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from leads.config.loading import system_of
 from leads.config.schema import RunConfig
 from leads.envs.errors import UserError
+from leads.envs.solvers import rk4_step
 from leads.evaluation.metrics import relative_l2
 from leads.models.methods import build_model
-from leads.models.rollout import rollout, teacher_forcing_probability
+from leads.models.physics import PhysicsPart
+from leads.models.rollout import STEPPERS, rollout, teacher_forcing_probability
 
 
 class TrainingDiverged(UserError):
@@ -42,11 +45,19 @@ class Forecaster(pl.LightningModule):
         self.cfg = cfg
         self.env_names = list(env_names)
         self.model = build_model(cfg.model.to_dict(), cfg.method_settings, tuple(state_shape), len(env_names))
+        self.physics: PhysicsPart | None = None
+        if cfg.physics.terms:
+            system = system_of(cfg)
+            self.physics = PhysicsPart(system, cfg.physics.terms, system.train_envs, cfg.physics.params)
+        self.residual = cfg.physics.residual
+        # APHYNITY's lambda: the weight of the trajectory loss against ||residual||^2 (see objective).
+        self.register_buffer("aphynity_lambda", torch.tensor(float(cfg.physics.lambda_0)))
         stat_shape = (state_shape[0],) + (1,) * (len(state_shape) - 1)
         self.register_buffer("u_mean", torch.zeros(stat_shape))
         self.register_buffer("u_std", torch.ones(stat_shape))
         self.register_buffer("du_std", torch.ones(stat_shape))
         self._first_loss: float | None = None
+        self._data_loss: torch.Tensor | None = None
         self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     # ------------------------------------------------------------------ model
@@ -65,12 +76,70 @@ class Forecaster(pl.LightningModule):
         self.u_std.copy_(x.std(1).clamp_min(tiny).view_as(self.u_std))
         self.du_std.copy_(dx.std(1).clamp_min(tiny).view_as(self.du_std))
 
-    def vector_field(self, u: torch.Tensor, env: torch.Tensor) -> torch.Tensor:
-        return self.du_std * self.model((u - self.u_mean) / self.u_std, env)
+    def vector_field(self, u: torch.Tensor, env: torch.Tensor, t: float | torch.Tensor = 0.0) -> torch.Tensor:
+        """``du/dt`` in physical units: the known terms (if any) plus the learned residual."""
+        du = self.residual_field(u, env)
+        return du + self.physics(t, u, env) if self.physics is not None else du
 
-    def forward(self, u0: torch.Tensor, t: torch.Tensor, env: torch.Tensor, **kw: Any) -> torch.Tensor:
+    def residual_field(self, u: torch.Tensor, env: torch.Tensor, t: float | torch.Tensor = 0.0) -> torch.Tensor | float:
+        """The learned part of ``du/dt`` in physical units (0 without a residual)."""
+        return self.du_std * self.model((u - self.u_mean) / self.u_std, env) if self.residual else 0.0
+
+    def forward(self, u0: torch.Tensor, t: torch.Tensor, env: torch.Tensor, t0: torch.Tensor | None = None,
+                **kw: Any) -> torch.Tensor:
+        """Rollouts from ``u0`` over the times ``t`` (``t0``: each sample's start time, for
+        non-autonomous known terms when samples start at different times)."""
         fc = self.cfg.forecaster
-        return rollout(self.vector_field, u0, t, env, method=fc.solver, substeps=fc.substeps, **kw)
+        if self.physics is None:
+            return rollout(self.vector_field, u0, t, env, method=fc.solver, substeps=fc.substeps, **kw)
+        pc = self.cfg.physics
+        dt = float((t[1:] - t[:-1]).max()) if len(t) > 1 else 0.0
+        # Known terms can be stiff on the observation step (Gray-Scott at dt=10): RK4 substeps as
+        # many as physics.substeps asks for, and at least what their current parameters need.
+        n_phys = max(pc.substeps, self.physics.stable_substeps(dt))
+        if pc.integrator == "joint" or not self.residual:
+            return rollout(self.vector_field, u0, t, env, method=fc.solver, substeps=max(fc.substeps, n_phys),
+                           time_dependent=True, t0=t0, **kw)
+        # Strang splitting: half a step of the known terms (n_phys/2 RK4 substeps per interval),
+        # one step of the residual, half a step of the known terms. The network is evaluated as
+        # often as without physics; with a zero residual this is the known terms' own RK4 flow.
+        inner = max(1, math.ceil(n_phys / (2 * fc.substeps)))
+
+        def physics_flow(s: float | torch.Tensor, u: torch.Tensor, h: float | torch.Tensor) -> torch.Tensor:
+            for j in range(inner):
+                u = rk4_step(lambda s2, x: self.physics(s2, x, env), s + j * h / inner, u, h / inner)
+            return u
+
+        def strang_step(field: Any, s: float | torch.Tensor, u: torch.Tensor, h: float | torch.Tensor) -> torch.Tensor:
+            u = physics_flow(s, u, h / 2)
+            u = STEPPERS[fc.solver](field, s, u, h)
+            return physics_flow(s + h / 2, u, h / 2)
+
+        return rollout(self.residual_field, u0, t, env, method=strang_step, substeps=fc.substeps,
+                       time_dependent=True, t0=t0, **kw)
+
+    # ------------------------------------------------------------------ environments
+    @property
+    def adapts_weights(self) -> bool:
+        """Whether adaptation fits weight tensors (Adam at ``adapt.weights_lr``)."""
+        return self.residual and self.model.adapts_weights
+
+    def env_parameters(self) -> list[torch.nn.Parameter]:
+        """What adaptation to new environments fits: the method's environment parameters (with
+        a residual) and the known terms' physical parameters (learned ones)."""
+        own = list(self.model.env_parameters()) if self.residual else []
+        return own + (self.physics.env_parameters() if self.physics is not None else [])
+
+    def physics_parameters(self) -> list[torch.nn.Parameter]:
+        return self.physics.env_parameters() if self.physics is not None else []
+
+    def reset_environments(self, envs: list[Any] | int, init: str = "default") -> None:
+        """Fresh environment parameters for new environments (their parameter mappings, or
+        their number when no part needs them), shared ones kept."""
+        n = envs if isinstance(envs, int) else len(envs)
+        self.model.reset_environments(n, init=init)
+        if self.physics is not None:
+            self.physics.reset_environments(envs)
 
     # ------------------------------------------------------------------ training
     def teacher_forcing(self) -> float:
@@ -80,28 +149,49 @@ class Forecaster(pl.LightningModule):
     def objective(self, pred: torch.Tensor, states: torch.Tensor,
                   env: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-trajectory MSE of ``pred`` against ``states`` (t > 0) in normalised units, so
-        channels of different magnitude weigh alike, and the method's penalty on the observed
-        states (e.g. LEADS' ||g_e(x)||). Training and adaptation minimise the same objective."""
+        channels of different magnitude weigh alike, and the penalty on the observed states:
+        the method's own (e.g. LEADS' ||g_e(x)||) and, for a hybrid model, APHYNITY's
+        ``||residual(x)||^2 / lambda`` (normalised units), which keeps the residual the smallest
+        correction the data need. Training and adaptation minimise the same objective."""
         per_sample = (((pred[:, 1:] - states[:, 1:]) / self.u_std.unsqueeze(0)) ** 2).flatten(1).mean(1)
+        if not self.residual:
+            return per_sample, per_sample.new_zeros(())
         raw = states.flatten(0, 1)
-        return per_sample, self.model.penalty((raw - self.u_mean) / self.u_std, env.repeat_interleave(states.shape[1]),
-                                              raw=raw, out_scale=self.du_std)
+        x, env_x = (raw - self.u_mean) / self.u_std, env.repeat_interleave(states.shape[1])
+        penalty = self.model.penalty(x, env_x, raw=raw, out_scale=self.du_std)
+        if self.physics is not None:
+            penalty = penalty + self.model(x, env_x).square().mean() / self.aphynity_lambda
+        return per_sample, penalty
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         states, t, env = batch["states"], batch["t"], batch["env"]
-        t = t[0] if t.dim() > 1 else t
+        t0 = t[:, 0] if t.dim() > 1 else None  # windows start at different times
+        t = t[0] - t[0, 0] if t.dim() > 1 else t
         eps = self.teacher_forcing()
         draws = self._teacher_forcing_draws(len(t), len(env), states.device)
-        pred = self(states[:, 0], t, env, truth=states, teacher_forcing=eps, draws=draws)
+        pred = self(states[:, 0], t, env, t0=t0, truth=states, teacher_forcing=eps, draws=draws)
         per_sample, penalty = self.objective(pred, states, env)
         data_loss = per_sample.mean()
+        self._data_loss = data_loss.detach()
         loss = data_loss + penalty
         self._check_loss(loss, per_sample, env)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(env))
         self.log("train/mse", data_loss, batch_size=len(env))
         self.log("train/penalty", penalty, batch_size=len(env))
         self.log("train/teacher_forcing", eps, batch_size=len(env))
+        if self.physics is not None:
+            self.log("train/aphynity_lambda", self.aphynity_lambda, batch_size=len(env))
         return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """APHYNITY's update ``lambda += tau_2 * trajectory loss`` (all-reduced under DDP, so
+        every process keeps the same lambda)."""
+        if self.physics is None or not self.residual or self._data_loss is None:
+            return
+        loss = self._data_loss
+        if self._trainer is not None and self._trainer.world_size > 1:
+            loss = self._trainer.strategy.reduce(loss, reduce_op="mean")
+        self.aphynity_lambda += self.cfg.physics.tau_2 * loss.to(self.aphynity_lambda)
 
     def _teacher_forcing_draws(self, n_t: int, batch: int, device: torch.device) -> torch.Tensor:
         """Where teacher forcing restarts is a function of the seed, the step and the sample's
@@ -139,7 +229,10 @@ class Forecaster(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         tc = self.cfg.train  # scheduler is one of cosine | none (checked by the config)
-        opt = torch.optim.Adam(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        # The known terms' parameters are physical constants: no weight decay pulls them to 0.
+        groups = [{"params": list(self.model.parameters()) if self.residual else [], "weight_decay": tc.weight_decay},
+                  {"params": self.physics_parameters(), "weight_decay": 0.0}]
+        opt = torch.optim.Adam([g for g in groups if g["params"]], lr=tc.lr)
         if tc.scheduler == "none":
             return opt
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=tc.max_steps, eta_min=tc.lr * 0.01)

@@ -15,9 +15,9 @@ import torch
 
 from leads.envs.solvers import euler_step, rk4_step
 
-VectorField = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+VectorField = Callable[..., torch.Tensor]  # f(u, env), or f(u, env, time) when time_dependent
 
-# The learned field is autonomous; the steppers are the solvers' own, with the time ignored.
+# The steppers are the solvers' own; a learned field alone is autonomous and ignores the time.
 STEPPERS = {"rk4": rk4_step, "euler": euler_step}
 
 
@@ -27,12 +27,14 @@ def rollout(
     t: torch.Tensor,
     env: torch.Tensor,
     *,
-    method: str = "rk4",
+    method: str | Callable[..., torch.Tensor] = "rk4",
     substeps: int = 1,
     truth: torch.Tensor | None = None,
     teacher_forcing: float = 0.0,
     generator: torch.Generator | None = None,
     draws: torch.Tensor | None = None,
+    time_dependent: bool = False,
+    t0: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Integrate ``du/dt = f(u, env)`` from ``u0`` over the observation times ``t``.
 
@@ -40,26 +42,37 @@ def rollout(
         f: the vector field, ``f(u, env) -> du/dt`` on a batch.
         u0: ``(B, *state)`` initial states; ``env`` ``(B,)`` their environment indices.
         t: ``(n_t,)`` observation times, shared by the batch.
-        method: ``rk4`` or ``euler``, ``substeps`` steps per observation interval.
+        method: ``rk4`` or ``euler`` (or a stepper ``step(field, time, u, h)``), ``substeps``
+            steps per observation interval.
         truth: ``(B, n_t, *state)``; with ``teacher_forcing > 0`` each sample restarts from
             the truth with that probability at each observation (independently per sample and
             step); ``draws`` (``(n_t - 2, B)`` uniforms) decides it instead of fresh random numbers.
+        time_dependent: call ``f(u, env, time)`` with the time of each evaluation (non-autonomous
+            known terms, e.g. a forcing), ``time`` a float or, with ``t0``, a ``(B,)`` tensor.
+        t0: ``(B,)`` the time of each sample's first state, when samples start at different
+            times (training windows); ``t`` then gives the offsets ``t - t[0]``.
 
     Returns:
         ``(B, n_t, *state)``; entry 0 is ``u0`` itself.
     """
-    step = STEPPERS[method]
+    step = STEPPERS[method] if isinstance(method, str) else method
 
-    def field(_: float, x: torch.Tensor) -> torch.Tensor:
-        return f(x, env)
+    def field(s: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return f(x, env, s) if time_dependent else f(x, env)
+
+    def time(i: int, j: int, h: torch.Tensor) -> float | torch.Tensor:
+        if not time_dependent:
+            return 0.0  # the learned field is autonomous
+        offset = (t[i] - t[0]) + j * h
+        return t0 + offset if t0 is not None else t[i] + j * h
 
     states = [u0]
     u = u0
     shape = (u0.shape[0],) + (1,) * (u0.dim() - 1)
     for i in range(len(t) - 1):
         h = (t[i + 1] - t[i]) / substeps
-        for _ in range(substeps):
-            u = step(field, 0.0, u, h)
+        for j in range(substeps):
+            u = step(field, time(i, j, h), u, h)
         states.append(u)
         if truth is not None and teacher_forcing > 0 and i + 1 < len(t) - 1:
             draw = torch.rand(shape, device=u.device, generator=generator) if draws is None else draws[i].view(shape)

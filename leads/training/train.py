@@ -63,6 +63,8 @@ def run_id_of(cfg: Mapping[str, Any]) -> str:
     ident = {k: v for k, v in cfg.items() if k not in ("run_name", "device", "devices", "num_nodes",
                                                         "strategy", "logger", "wandb", "runs_dir",
                                                         "results_dir")}
+    if not (ident.get("physics") or {}).get("terms"):
+        ident.pop("physics", None)  # no known terms: the same run as before physics existed
     return f"{cfg['method']}-s{cfg['seed']}-{config_hash(ident, 8)}"
 
 

@@ -1,0 +1,108 @@
+"""The physics part of a hybrid model: known terms of the equations, with per-environment parameters.
+
+``du/dt = physics_e(u) + residual_e(u)``: ``physics_e`` sums the terms of the system named in
+``physics.terms`` (``envs/``: the same code the data were generated with), evaluated with
+environment ``e``'s own physical parameters. Those parameters are learned with the rest of the
+model (``physics.params: learned``), or fixed to the true values (``true_values``, an oracle for
+comparison). Learned values are stored as ``scale * theta`` with ``theta`` near 1, so one
+learning rate fits parameters of any magnitude (F ~ 0.03, k1 ~ 100); on a new environment
+``theta`` starts from the mean of the training environments' and is adapted with the method's
+own environment parameters, which identifies the new environment's physical parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from leads.envs.base import Env, System
+from leads.envs.errors import UserError
+
+PARAM_MODES = ("learned", "true_values")
+# RK4's stability interval on the negative real axis is [-2.785, 0]; a margin below it.
+RK4_STABLE_STEP = 2.5
+
+
+class PhysicsPart(nn.Module):
+    """The known terms ``terms`` of ``system`` with one parameter row per environment.
+
+    Args:
+        system: the system whose terms are used.
+        terms: names of its terms (checked: an unknown name is a one-line error).
+        envs: the training environments (their true parameters give the initial values).
+        mode: ``learned`` (start every environment at the training mean, then learn) or
+            ``true_values`` (fixed to each environment's true parameters).
+    """
+
+    def __init__(self, system: System, terms: Sequence[str], envs: Sequence[Env], mode: str = "learned") -> None:
+        super().__init__()
+        if mode not in PARAM_MODES:
+            raise UserError(f"physics.params={mode!r} must be one of: {', '.join(PARAM_MODES)}")
+        self.system = system
+        self.terms = system.check_terms(terms)
+        self.names = system.term_parameters(self.terms)
+        self.mode = mode
+        truth = self.true_values(envs)
+        mean = truth.mean(0)
+        # The scale of each parameter: its typical magnitude (1 when it is 0 in every environment).
+        scale = torch.where(mean.abs() > 0, mean.abs(), torch.ones_like(mean))
+        self.register_buffer("scale", scale)
+        init = truth / scale if mode == "true_values" else (mean / scale).expand_as(truth).clone()
+        self.theta = nn.Parameter(init, requires_grad=mode == "learned")
+
+    @property
+    def n_envs(self) -> int:
+        return self.theta.shape[0]
+
+    def true_values(self, envs: Sequence[Env]) -> Tensor:
+        """``(len(envs), n_params)`` true values of ``names`` (float32)."""
+        values = self.system.parameter_values(self.system.env_tensor(list(envs)))
+        rows = [torch.as_tensor(values[p], dtype=torch.float64).expand(len(envs)) for p in self.names]
+        return torch.stack(rows, dim=1).float() if rows else torch.zeros(len(envs), 0)
+
+    def values(self) -> Tensor:
+        """``(n_envs, n_params)`` current physical values, in the order of ``names``."""
+        return self.theta * self.scale
+
+    def estimates(self) -> list[dict[str, float]]:
+        """The current parameter values of each environment, by name."""
+        v = self.values().detach().cpu().double()
+        return [{p: float(v[e, i]) for i, p in enumerate(self.names)} for e in range(self.n_envs)]
+
+    def forward(self, t: float | Tensor, u: Tensor, env: Tensor) -> Tensor:
+        values = self.values()[env].to(u.dtype)
+        return self.system.terms_rhs(self.terms, t, u, {p: values[:, i] for i, p in enumerate(self.names)})
+
+    def stable_substeps(self, h: float) -> int:
+        """RK4 substeps per interval ``h`` that keep the known terms stable with the current values."""
+        values = self.values().detach()
+        rate = self.system.stiffness(self.terms, {p: values[:, i] for i, p in enumerate(self.names)})
+        return max(1, math.ceil(abs(h) * rate / RK4_STABLE_STEP))
+
+    def env_parameters(self) -> list[nn.Parameter]:
+        return [self.theta] if self.mode == "learned" else []
+
+    def reset_environments(self, envs: Sequence[Env] | int) -> None:
+        """Parameters for new environments: the training mean (learned), or the true values of
+        ``envs`` (``true_values`` mode, which needs the environments themselves)."""
+        if self.mode == "true_values":
+            if isinstance(envs, int):
+                raise UserError("physics.params=true_values needs the new environments' parameters; "
+                                "pass the environments to adapt, or use physics.params=learned")
+            self.theta = nn.Parameter((self.true_values(envs) / self.scale.cpu()).to(self.theta), requires_grad=False)
+            return
+        n = envs if isinstance(envs, int) else len(envs)
+        mean = self.theta.detach().mean(0, keepdim=True)
+        self.theta = nn.Parameter(mean.expand(n, -1).clone())
+
+
+def describe(cfg: Mapping[str, Any]) -> str:
+    """A short label of a physics config, e.g. ``diffusion+reaction (learned)``; '' for none."""
+    terms = cfg.get("terms")
+    if not terms:
+        return ""
+    return f"{terms if isinstance(terms, str) else '+'.join(terms)} ({cfg.get('params', 'learned')})"

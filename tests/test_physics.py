@@ -1,0 +1,198 @@
+"""Known terms of the equations: one source of truth, a differentiable physics part, hybrid
+training that leaves no residual where the physics is complete, parameter identification."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from tiny import tiny_config
+
+from leads.config.loading import load_config, system_of
+from leads.config.schema import RunConfig
+from leads.datasets.h5 import load_split
+from leads.envs.errors import UserError
+from leads.envs.registry import SYSTEMS, get_system
+from leads.evaluation.heldout import evaluate_heldout
+from leads.models.forecaster import Forecaster
+from leads.models.physics import PhysicsPart
+from leads.training.train import train
+
+SMALL = {"navier_stokes": {"size": 16, "warmup": 0.1}}
+
+
+def _batch(name: str) -> tuple:
+    system = get_system(name, **SMALL.get(name, {}))
+    envs = system.train_envs
+    torch.manual_seed(0)
+    u = torch.rand(len(envs), *system.state_shape, dtype=torch.float64) + 0.1
+    return system, u, system.env_tensor(envs)
+
+
+@pytest.mark.parametrize("name", sorted(SYSTEMS))
+def test_terms_sum_to_the_rhs_and_each_uses_exactly_its_parameters(name):
+    system, u, params = _batch(name)
+    values = system.parameter_values(params)
+    t = 0.7
+    parts = {n: system.terms_rhs((n,), t, u, values) for n in system.terms}
+    total = sum(parts.values())
+    ref = system.rhs(t, u, params)
+    assert torch.allclose(total, ref, rtol=1e-12, atol=1e-12 * float(ref.abs().max()))
+    for n, part in parts.items():
+        assert float(part.abs().max()) > 0, f"{name}: term {n} contributes nothing"
+        for p in (*system.param_names, *system.constants):
+            bumped = dict(values)
+            bumped[p] = values[p] * 1.1 + 0.01 if isinstance(values[p], float) else values[p] * 1.1 + 0.01
+            changed = not torch.equal(system.terms_rhs((n,), t, u, bumped), part)
+            assert changed == (p in system.terms[n]), f"{name}: term {n} and parameter {p}"
+
+
+@pytest.mark.parametrize("name", sorted(SYSTEMS))
+def test_unknown_or_foreign_term_is_a_one_line_error(name):
+    system = get_system(name, **SMALL.get(name, {}))
+    foreign = {"gray_scott": "friction"}.get(name, "diffusion")
+    with pytest.raises(UserError) as e:
+        system.check_terms([*list(system.terms)[:1], foreign])
+    assert "\n" not in str(e.value) and foreign in str(e.value) and list(system.terms)[0] in str(e.value)
+    with pytest.raises(UserError, match="no term 'nonsense'"):
+        load_config(name, "quick", ["physics.terms=[nonsense]"])
+    with pytest.raises(UserError, match="physics.terms"):
+        load_config(name, "quick", ["physics.terms=7"])
+    assert system.check_terms("all") == tuple(system.terms) and system.check_terms(None) == ()
+
+
+@pytest.mark.parametrize("name", ["gray_scott", "lotka_volterra", "pendulum", "glycolytic_oscillator"])
+def test_physics_part_gradient_matches_finite_differences(name):
+    system, u, _ = _batch(name)
+    part = PhysicsPart(system, "all", system.train_envs).double()
+    env = torch.arange(len(system.train_envs))
+    w = torch.randn_like(u)
+
+    def loss() -> torch.Tensor:
+        return (part(0.3, u, env) * w).sum()
+
+    (grad,) = torch.autograd.grad(loss(), [part.theta])
+    eps = 1e-6
+    for e, i in [(0, 0), (len(env) - 1, part.theta.shape[1] - 1)]:
+        with torch.no_grad():
+            part.theta[e, i] += eps
+            up = float(loss())
+            part.theta[e, i] -= 2 * eps
+            down = float(loss())
+            part.theta[e, i] += eps
+        fd = (up - down) / (2 * eps)
+        assert abs(fd - float(grad[e, i])) <= 1e-6 * max(1.0, abs(fd)), (name, e, i, fd, float(grad[e, i]))
+
+
+def _data(cfg: RunConfig, split: str):
+    from leads.datasets.cache import ensure_split
+
+    return load_split(ensure_split(system_of(cfg), cfg.data, split))
+
+
+def test_complete_physics_with_true_parameters_rolls_out_at_integrator_accuracy(tmp_path):
+    # Gray-Scott's known terms at the observation step dt=10, split around a zero residual: the
+    # rollout converges to the solver's trajectory at RK4's fourth order in physics.substeps.
+    errors = []
+    for n in (8, 16, 32):
+        cfg = RunConfig.of(tiny_config("gray_scott", tmp_path, "physics.terms=all", "physics.params=true_values",
+                                       f"physics.substeps={n}"))
+        system = system_of(cfg)
+        module = Forecaster(cfg, system.state_shape, [str(e) for e in system.train_envs]).double()
+        module.residual = False
+        data = _data(cfg, "test")
+        x = data.states.flatten(0, 1).double()
+        env = torch.arange(data.states.shape[0]).repeat_interleave(data.states.shape[1])
+        with torch.no_grad():
+            pred = module(x[:, 0], torch.as_tensor(data.t), env)
+        errors.append(float(((pred - x).flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1)).max()))
+    assert errors[-1] < 1e-4, errors
+    assert errors[0] / errors[1] > 8 and errors[1] / errors[2] > 8, errors  # ~2^4
+
+
+def test_hybrid_with_complete_true_physics_keeps_the_residual_near_zero(tmp_path):
+    cfg = tiny_config("lotka_volterra", tmp_path, "physics.terms=all", "physics.params=true_values", "method=erm",
+                      "train.max_steps=200", "train.val_every=100", "train.lr=3e-3", "physics.tau_2=0")
+    run = train(cfg, progress=False)
+    module = run.module
+    data = _data(module.cfg, "train")
+    x = data.states.flatten(0, 2).float()
+    env = torch.arange(data.states.shape[0]).repeat_interleave(data.states.shape[1] * data.states.shape[2])
+    with torch.no_grad():
+        residual = module.residual_field(x, env).norm(dim=1)
+        physics = module.physics(0.0, x, env).norm(dim=1)
+        untrained = Forecaster(module.cfg, (2,), module.env_names)
+        untrained.load_state_dict({k: v for k, v in module.state_dict().items() if k.endswith(("_mean", "_std"))},
+                                  strict=False)
+        before = untrained.residual_field(x, env).norm(dim=1)
+    assert float((residual / physics).mean()) < 0.1 * float((before / physics).mean())
+    assert float((residual / physics).mean()) < 2e-2
+
+
+def test_identification_recovers_known_parameters(tmp_path):
+    # Complete physics, parameters learned from one trajectory per environment, no residual: the
+    # training environments' rates and those of new environments (adaptation) are recovered.
+    cfg = RunConfig.of(tiny_config("lotka_volterra", tmp_path, "physics.terms=all", "physics.residual=false",
+                                   "train.max_steps=400", "train.val_every=200", "train.lr=2e-2",
+                                   "adapt.steps=40", "adapt.val_every=5", "data.window=null"))
+    run = train(cfg, progress=False)
+    system = system_of(cfg)
+    for est, env in zip(run.module.physics.estimates(), system.train_envs, strict=True):
+        for p, v in est.items():
+            assert abs(v - env[p]) <= 1e-2 * env[p], (p, v, env[p])
+    result = evaluate_heldout(run.module, cfg, "interp")
+    assert result.identified is not None and len(result.identified) == len(system.heldout["interp"])
+    for row, env in zip(result.identified, system.heldout["interp"], strict=True):
+        for p, ident in row.items():
+            assert ident.true == pytest.approx(env[p])
+            assert ident.rel_error <= 1e-2, (p, ident)
+    assert result.scores.summary()[0] < 1e-2
+
+
+def test_non_autonomous_known_terms_see_each_window_s_own_start_time(tmp_path):
+    # The pendulum's forcing F cos(w t): a window starting at t0 must be integrated from t0.
+    cfg = RunConfig.of(tiny_config("pendulum", tmp_path, "physics.terms=all", "physics.params=true_values",
+                                   "physics.residual=true", "forecaster.substeps=10"))
+    system = system_of(cfg)
+    module = Forecaster(cfg, system.state_shape, [str(e) for e in system.train_envs]).double()
+    module.residual = False
+    data = _data(cfg, "train")
+    x = data.states[:, 0].double()  # (n_env, n_t, 2): one trajectory per environment
+    t = torch.as_tensor(data.t)
+    env = torch.arange(len(x))
+    start = 7
+    offsets = t[start:start + 5] - t[start]
+    with torch.no_grad():
+        windowed = module(x[:, start], offsets, env, t0=t[start].expand(len(x)))
+        from_zero = module(x[:, start], offsets, env)
+    truth = x[:, start:start + 5]
+    assert float((windowed - truth).abs().max()) < 1e-4
+    assert float((from_zero - truth).abs().max()) > 1e-3  # the time matters: the test can fail
+
+
+def test_true_parameters_need_the_new_environments(tmp_path):
+    cfg = RunConfig.of(tiny_config("lotka_volterra", tmp_path, "physics.terms=all", "physics.params=true_values"))
+    system = system_of(cfg)
+    module = Forecaster(cfg, system.state_shape, [str(e) for e in system.train_envs])
+    new = copy.deepcopy(module)
+    with pytest.raises(UserError, match="physics.params=true_values needs"):
+        new.reset_environments(2)
+    new.reset_environments(system.heldout["interp"])
+    assert torch.allclose(new.physics.values(), new.physics.true_values(system.heldout["interp"]))
+    with pytest.raises(UserError, match="nothing to learn"):
+        load_config("lotka_volterra", "quick",
+                    ["physics.terms=all", "physics.params=true_values", "physics.residual=false"])
+    with pytest.raises(UserError, match="leaves no model"):
+        load_config("lotka_volterra", "quick", ["physics.residual=false"])
+
+
+def test_runs_without_physics_keep_their_run_ids(tmp_path: Path):
+    from leads.training.train import run_id_of
+
+    plain = load_config("gray_scott", "quick")
+    with_terms = load_config("gray_scott", "quick", ["physics.terms=[diffusion]"])
+    assert "physics" in plain.to_dict() and run_id_of(plain) != run_id_of(with_terms)
+    ident = {k: v for k, v in plain.to_dict().items() if k != "physics"}
+    assert run_id_of(plain) == run_id_of(ident | {"physics": None})

@@ -61,7 +61,7 @@ class System(ABC):
     defaults: ClassVar[dict[str, Any]]
     # The right-hand side as a sum of named terms: term name -> the physical parameters it uses
     # (environment parameters or ``constants``); ``term_<name>(t, u, values)`` computes it.
-    terms: ClassVar[dict[str, tuple[str, ...]]]
+    terms: ClassVar[dict[str, tuple[str, ...]]] = {}
     constants: ClassVar[tuple[str, ...]] = ()  # config keys that are physical parameters (D_u, ...)
 
     def __init__(self, **overrides: Any) -> None:
@@ -158,6 +158,9 @@ class System(ABC):
     def rhs(self, t: float | torch.Tensor, u: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """``du/dt`` for a batch: ``u`` is ``(B, *state_shape)``, ``params`` is ``(B, n_params)``;
         the sum of every term of ``terms`` (the equations are written once, as terms)."""
+        if not self.terms:
+            raise NotImplementedError(f"{type(self).__name__} declares no terms: define `terms` and a "
+                                      "term_<name> method per term (or override rhs)")
         return self.terms_rhs(tuple(self.terms), t, u, self.parameter_values(params))
 
     # ----------------------------------------------------------------- named terms

@@ -3,6 +3,7 @@ optional few-shot curve and context probe, figures, result rows, W&B, a printed 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -26,8 +27,10 @@ from leads.evaluation.heldout import SetResult, evaluate_heldout, heldout_sets
 from leads.evaluation.probe import Probe, fit_probe, probe_figure, probe_rows
 from leads.evaluation.scoring import Scores, rollout_examples, score
 from leads.models.forecaster import Forecaster
+from leads.models.physics import method_label
 from leads.reporting import leaderboard, plots
 from leads.reporting.results import (
+    ALL,
     append_rows,
     envs_key,
     git_commit,
@@ -149,9 +152,10 @@ def _run_info(cfg: Mapping[str, Any], module: Forecaster, run_id: str, train_sec
               ckpt: Path) -> dict[str, Any]:
     system = system_of(cfg)
     return {"run_id": run_id, "eval_id": uuid.uuid4().hex[:12], "time": now(), "system": cfg["system_name"],
-            "method": cfg["method"], "seed": cfg["seed"], "profile": cfg["profile"],
+            "method": method_label(cfg), "physics_aware": bool(cfg["physics"]["terms"]),
+            "seed": cfg["seed"], "profile": cfg["profile"],
             "train_seconds": float(train_seconds), "train_steps": int(cfg["train"]["max_steps"]),
-            "n_trained_params": sum(p.numel() for p in module.model.parameters()),
+            "n_trained_params": sum(p.numel() for p in module.trained_parameters()),
             "git_commit": git_commit(), "config_hash": study_hash(cfg), "ckpt": str(ckpt),
             "train_envs_key": envs_key(system, system.train_envs), "dt": system.dt, "horizon": system.horizon}
 
@@ -173,8 +177,33 @@ def evaluation_rows(cfg: Mapping[str, Any], info: dict[str, Any], ev: Evaluation
                 "adapt_steps": a.steps, "adapt_best_step": a.best_step, "adapt_seconds": a.seconds,
                 "n_adapted_params": a.n_adapted_params}
         rows += score_rows(held, r.name, r.scores, [env_label(e) for e in r.envs])
+        if r.identified is not None:
+            rows += identification_rows({**held, "kind": "identification"}, r.name, r.envs, r.identified)
     if ev.probe is not None:
         rows += probe_rows({**base, "kind": "probe"}, ev.probe)
+    return rows
+
+
+def identification_rows(base: dict[str, Any], split: str, envs: list[Any],
+                        identified: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The physical parameters identified on a held-out set: per environment and parameter the
+    estimate (``value``) with its ``true`` value and ``rel_error``; and ``param_rel_error`` rows,
+    per environment and over all (``environment == "all"``), the mean relative error over
+    parameters."""
+    rows = []
+    errors = []
+    for env, row in zip(envs, identified, strict=True):
+        label = env_label(env)
+        for p, ident in row.items():
+            rows.append({**base, "split": split, "environment": label, "metric": f"param/{p}",
+                         "value": ident.estimate, "true": ident.true, "rel_error": ident.rel_error, "std": 0.0,
+                         "n_traj": None})
+        env_errors = [ident.rel_error for ident in row.values()]
+        errors += env_errors
+        rows.append({**base, "split": split, "environment": label, "metric": "param_rel_error",
+                     "value": float(np.mean(env_errors)), "std": float(np.std(env_errors)), "n_traj": None})
+    rows.append({**base, "split": split, "environment": ALL, "metric": "param_rel_error",
+                 "value": float(np.mean(errors)), "std": float(np.std(errors)), "n_traj": None})
     return rows
 
 
@@ -216,6 +245,9 @@ def _summary(info: dict[str, Any], run_dir: str, ev: Evaluation) -> dict[str, An
                          shots=a.shots)
         out["splits"][name] = entry
     out["few_shot"] = {n: {k: r.scores.summary("rel_l2") for k, r in by_k.items()} for n, by_k in ev.few_shot.items()}
+    out["identified"] = {n: {env_label(e): {p: dataclasses.asdict(i) for p, i in row.items()}
+                             for e, row in zip(r.envs, r.identified, strict=True)}
+                         for n, r in ev.heldout.items() if r.identified is not None}
     if ev.probe is not None:
         out["probe_r2"] = ev.probe.r2
     return out
@@ -239,6 +271,11 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"{name:<16}{fmt(e['rel_l2']):>22}{fmt(e['rel_l2_extrap']):>22}{fmt(e['mse']):>22}{adapt:>16}")
     for name, by_k in summary.get("few_shot", {}).items():
         lines.append(f"few-shot {name}: " + ", ".join(f"k={k} {fmt(v)}" for k, v in sorted(by_k.items())))
+    for name, by_env in summary.get("identified", {}).items():
+        lines.append(f"physical parameters identified on {name} (estimate, true, relative error):")
+        for env, params in by_env.items():
+            lines.append(f"  {env}: " + ", ".join(f"{p} {v['estimate']:.4g} ({v['true']:.4g}, {v['rel_error']:.1%})"
+                                                  for p, v in params.items()))
     for name, r2 in summary.get("probe_r2", {}).items():
         lines.append(f"context probe R² on {name}: " + ", ".join(f"{p} {_stat(v, '.2f')}" for p, v in r2.items()))
     return "\n".join(lines)
@@ -258,6 +295,8 @@ def _log_wandb(exp: Any, cfg: Mapping[str, Any], summary: dict[str, Any], figure
             for key in ("rel_l2", "mse", "rel_l2_extrap", "rel_l2_full")}
     flat.update({f"few_shot/{n}/k{k}": v[0] for n, by_k in summary["few_shot"].items() for k, v in by_k.items()})
     flat.update({f"probe_r2/{s}/{p}": v for s, r2 in summary.get("probe_r2", {}).items() for p, v in r2.items()})
+    flat.update({f"identified/{s}/{p}_rel_error": float(np.mean([params[p]["rel_error"] for params in by_env.values()]))
+                 for s, by_env in summary.get("identified", {}).items() for p in next(iter(by_env.values()))})
     lb = leaderboard.build(read_rows(results_path(cfg)), cfg["system_name"], cfg["profile"], cfg["adapt"]["shots"])
     exp.log({**flat, **{f"figures/{k}": wandb.Image(str(p)) for k, p in figures.items()},
              "leaderboard": leaderboard.wandb_table(lb)})

@@ -4,6 +4,7 @@ training that leaves no residual where the physics is complete, parameter identi
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 
 import pytest
@@ -196,3 +197,40 @@ def test_runs_without_physics_keep_their_run_ids(tmp_path: Path):
     assert "physics" in plain.to_dict() and run_id_of(plain) != run_id_of(with_terms)
     ident = {k: v for k, v in plain.to_dict().items() if k != "physics"}
     assert run_id_of(plain) == run_id_of(ident | {"physics": None})
+
+
+def test_identified_parameters_reach_rows_summary_leaderboard_and_wandb(tmp_path, monkeypatch, capsys):
+    from wandb_offline import logged
+
+    from leads.jobs import run_experiment
+    from leads.reporting import leaderboard
+    from leads.reporting.results import read_rows, results_path
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = tiny_config("lotka_volterra", tmp_path, "physics.terms=all", "physics.residual=false", "logger=wandb",
+                      "train.max_steps=100", "train.val_every=50", "train.lr=2e-2", "adapt.steps=10")
+    out = run_experiment(cfg, progress=False)
+    rows = [r for r in read_rows(results_path(cfg)) if r["kind"] == "identification"]
+    system = system_of(cfg)
+    for name in ("interp", "extrap"):
+        envs = system.heldout[name]
+        per_param = [r for r in rows if r["split"] == name and r["metric"].startswith("param/")]
+        assert len(per_param) == len(envs) * 4 and all(r["method"] == "phys[all]" for r in rows)
+        for r in per_param:
+            env = next(e for e in envs if r["environment"] == ",".join(f"{k}={v:g}" for k, v in e.items()))
+            p = r["metric"].split("/")[1]
+            assert r["true"] == pytest.approx(env[p]) and r["rel_error"] == pytest.approx(
+                abs(r["value"] - env[p]) / env[p], rel=1e-6)
+        overall = [r for r in rows if r["split"] == name and r["environment"] == "all"]
+        assert len(overall) == 1 and overall[0]["value"] == pytest.approx(
+            sum(r["rel_error"] for r in per_param) / len(per_param))
+    assert "physical parameters identified on interp" in capsys.readouterr().out
+    assert set(out["summary"]["identified"]) == {"interp", "extrap"}
+    lb = leaderboard.build(read_rows(results_path(cfg)), "lotka_volterra", "quick")
+    (line,) = lb.lines
+    assert line.physics_aware and line.method == "phys[all]" and not math.isnan(line.param_error)
+    assert line.trained_params == 4 * len(system.train_envs)  # the rates alone: no network trained
+    md = leaderboard.to_markdown(lb)
+    assert "physical params rel. error" in md and "Physics-aware rows" in md
+    history = logged(out["run"].run_dir)["history"]
+    assert any(k.startswith("identified/interp/") for k in history), sorted(history)

@@ -130,6 +130,10 @@ class Forecaster(pl.LightningModule):
         own = list(self.model.env_parameters()) if self.residual else []
         return own + (self.physics.env_parameters() if self.physics is not None else [])
 
+    def trained_parameters(self) -> list[torch.nn.Parameter]:
+        """Everything training fits: the method's network (with a residual) and learned physics."""
+        return (list(self.model.parameters()) if self.residual else []) + self.physics_parameters()
+
     def physics_parameters(self) -> list[torch.nn.Parameter]:
         return self.physics.env_parameters() if self.physics is not None else []
 

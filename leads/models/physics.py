@@ -13,7 +13,7 @@ own environment parameters, which identifies the new environment's physical para
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -100,9 +100,13 @@ class PhysicsPart(nn.Module):
         self.theta = nn.Parameter(mean.expand(n, -1).clone())
 
 
-def describe(cfg: Mapping[str, Any]) -> str:
-    """A short label of a physics config, e.g. ``diffusion+reaction (learned)``; '' for none."""
-    terms = cfg.get("terms")
-    if not terms:
-        return ""
-    return f"{terms if isinstance(terms, str) else '+'.join(terms)} ({cfg.get('params', 'learned')})"
+def method_label(cfg: Any) -> str:
+    """The name a run's rows and leaderboard line carry: the method, with its known terms when
+    it has some (``lowrank+phys[diffusion,reaction]``; ``phys[all]`` without a residual), so
+    physics-aware rows never mix with purely learned ones."""
+    pc = cfg["physics"]
+    if not pc["terms"]:
+        return str(cfg["method"])
+    terms = "all" if pc["terms"] == "all" else ",".join(pc["terms"])
+    known = f"phys[{terms}{'' if pc['params'] == 'learned' else ',true_values'}]"
+    return f"{cfg['method']}+{known}" if pc["residual"] else known

@@ -26,6 +26,7 @@ from leads.reporting.published import Published, published_for
 from leads.reporting.results import ALL
 
 NAMED_SETS = ("interp", "extrap")
+PHYSICS_AWARE = ("APHYNITY", "GEPS-Phy")  # published methods that use part of the equations
 MS = tuple[float, float]
 
 
@@ -39,6 +40,8 @@ class Line:
     trained_params: float
     train_seconds: float
     heldout: float        # what the ranking uses
+    param_error: float = math.nan  # identified physical parameters: mean relative error on held-out sets
+    physics_aware: bool = False    # uses known terms of the equations
 
 
 @dataclass
@@ -117,6 +120,9 @@ def _order_sets(names: set[str]) -> list[str]:
 
 def build(rows: list[dict[str, Any]], system: str, profile: str | None = None, shots: int = 1) -> Leaderboard:
     """The leaderboard of ``system`` from ``rows`` (all profiles when ``profile`` is None)."""
+    identified = _latest([r for r in rows if r.get("system") == system and r.get("kind") == "identification"
+                          and (profile is None or r.get("profile") == profile) and r.get("shots") == shots
+                          and r.get("environment") == ALL and r.get("metric") == "param_rel_error"])
     rows = _select(rows, system, profile, shots)
     methods = sorted({r["method"] for r in rows})
     sets = _order_sets({r["split"] for r in rows if r["kind"] == "heldout"})
@@ -137,7 +143,9 @@ def build(rows: list[dict[str, Any]], system: str, profile: str | None = None, s
             adapt_seconds=_mean([r.get("adapt_seconds") for r in held]),
             trained_params=_mean([r.get("n_trained_params") for r in one_per_seed.values()]),
             train_seconds=_mean([r.get("train_seconds") for r in one_per_seed.values()]),
-            heldout=_mean([cells[s][0] for s in rank_sets]) if rank_sets else math.nan))
+            heldout=_mean([cells[s][0] for s in rank_sets]) if rank_sets else math.nan,
+            param_error=_mean([r["value"] for r in identified if r["method"] == m]),
+            physics_aware=any(r.get("physics_aware") for r in mine)))
 
     def rank_key(ln: Line) -> tuple[bool, float, str]:
         score = ln.heldout if sets else ln.cells["in_domain"][0]  # an in-domain protocol ranks in-domain
@@ -203,7 +211,9 @@ def _headers(lb: Leaderboard) -> list[str]:
 
 def to_markdown(lb: Leaderboard) -> str:
     cols = ["in_domain", *lb.sets, "time_extrap"]
+    identifies = any(not math.isnan(ln.param_error) for ln in lb.lines)
     head = ["rank", "method", "seeds", *_headers(lb), "params adapted / env", "adapt s", "params trained", "train s"]
+    head += ["physical params rel. error"] if identifies else []
     ranked = (f"the mean held-out relative L2 over: {', '.join(lb.rank_sets)}" if lb.rank_sets else
               "in-domain relative L2 (no held-out sets)" if not lb.sets else
               "the mean held-out relative L2 (no held-out set common to all methods)")
@@ -217,7 +227,13 @@ def to_markdown(lb: Leaderboard) -> str:
         cells = [_fmt(ln.cells[c]) for c in cols]
         out.append("| " + " | ".join([str(i), ln.method, str(len(ln.seeds)), *cells,
                                       _fmt_num(ln.adapted_params, ".0f"), _fmt_num(ln.adapt_seconds, ".1f"),
-                                      _fmt_num(ln.trained_params, ".0f"), _fmt_num(ln.train_seconds, ".0f")]) + " |")
+                                      _fmt_num(ln.trained_params, ".0f"), _fmt_num(ln.train_seconds, ".0f"),
+                                      *([_fmt_num(ln.param_error, ".2%")] if identifies else [])]) + " |")
+    if any(ln.physics_aware for ln in lb.lines):
+        out += ["", "Physics-aware rows (`phys[terms]`) use those known terms of the equations with per-environment "
+                "physical parameters, plus the method as a learned residual (docs/physics.md); the parameter "
+                "error is that of the parameters identified on the held-out sets (mean over parameters, "
+                "environments, sets and seeds)."]
     for block in lb.published:
         out += ["", *_published_markdown(block)]
     if not lb.published:
@@ -238,7 +254,8 @@ def _published_markdown(block: PublishedBlock) -> list[str]:
              f"Metric: `{e.metric}`. {e.note}.", "",
              f"| method | in-domain | {new} | source |", "|---|---|---|---|"]
     for method, (ind, held) in e.numbers.items():
-        lines.append(f"| {method} | {_fmt(ind, e.scale)} | {_fmt(held, e.scale)} | published |")
+        kind = "published, physics-aware" if method in PHYSICS_AWARE else "published"
+        lines.append(f"| {method} | {_fmt(ind, e.scale)} | {_fmt(held, e.scale)} | {kind} |")
     for o in block.ours:
         budget = "/".join(str(n) for n in o.train_steps) or "?"
         cost = f"{o.train_seconds:.0f} s training" + ("" if math.isnan(o.adapt_seconds) else
@@ -255,9 +272,11 @@ def table(lb: Leaderboard) -> tuple[list[str], list[list[Any]]]:
     """Header and rows with plain numbers (CSV, W&B)."""
     cols = ["in_domain", *lb.sets, "time_extrap"]
     head = ["rank", "method", "seeds"] + [f"{c}_{s}" for c in cols for s in ("mean", "std")] + \
-        ["heldout_mean", "params_adapted_per_env", "adapt_seconds", "params_trained", "train_seconds"]
+        ["heldout_mean", "params_adapted_per_env", "adapt_seconds", "params_trained", "train_seconds",
+         "physics_aware", "param_rel_error"]
     data = [[i, ln.method, len(ln.seeds), *[v for c in cols for v in ln.cells[c]], ln.heldout, ln.adapted_params,
-             ln.adapt_seconds, ln.trained_params, ln.train_seconds] for i, ln in enumerate(lb.lines, 1)]
+             ln.adapt_seconds, ln.trained_params, ln.train_seconds, ln.physics_aware, ln.param_error]
+            for i, ln in enumerate(lb.lines, 1)]
     return head, data
 
 

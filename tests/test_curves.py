@@ -39,3 +39,17 @@ def test_read_curve_keeps_the_later_entry_of_a_repeated_step_and_skips_a_cut_lin
     (tmp_path / CURVE_FILE).write_text("".join(json.dumps(x) + "\n" for x in lines) + '{"step": 6, "sec')
     assert read_curve(tmp_path) == [lines[0], lines[2]]
     assert read_curve(tmp_path / "missing") == []
+
+
+def test_compute_curve_figure_draws_every_seed_and_the_published_lines():
+    from leads.reporting.plots import compute_curve_figure
+
+    seed = [{"step": s, "seconds": 2.0 * s, "val_rel_l2": 1.0 / s, "test": {"rel_l2_full": 2.0 / s}} for s in (1, 2, 4)]
+    fig = compute_curve_figure({"lowrank": [seed, seed], "coda": [seed[:2]]}, "rel_l2_full", {"GEPS": 0.02})
+    (val_steps, val_seconds), (test_steps, test_seconds) = fig.axes[:2], fig.axes[2:]
+    assert len(val_steps.lines) == 3 and len(test_steps.lines) == 4  # 3 seed curves, + 1 published line
+    # methods in name order: coda's one seed, then lowrank's two
+    assert list(val_seconds.lines[0].get_xdata()) == [2.0, 4.0] and list(val_seconds.lines[1].get_xdata()) == [2, 4, 8]
+    assert list(test_steps.lines[2].get_ydata()) == [2.0, 1.0, 0.5]
+    published = [ln for ln in test_seconds.lines if ln.get_label() == "GEPS (published)"]
+    assert len(published) == 1 and list(published[0].get_ydata()) == [0.02, 0.02]

@@ -70,6 +70,46 @@ def error_curve_figure(t: np.ndarray, curves: dict[str, np.ndarray], train_horiz
     return fig
 
 
+def compute_curve_figure(curves: dict[str, list[list[dict]]], test_metric: str,
+                         published: dict[str, float] | None = None, title: str = "") -> Figure:
+    """Accuracy against compute: validation and test error against steps and training seconds.
+
+    Args:
+        curves: method -> one ``curve.jsonl`` list per seed (``leads.training.curves``).
+        test_metric: the test metric drawn (a key of the entries' ``test``), e.g. ``rel_l2_full``.
+        published: label -> published value in ``test_metric``, drawn as horizontal lines.
+        title: the figure's title.
+    """
+    fig = Figure(figsize=(9, 6))
+    axes = fig.subplots(2, 2, squeeze=False)
+    colors = [f"C{i}" for i in range(10)]
+    for i, (method, seeds) in enumerate(sorted(curves.items())):
+        for j, entries in enumerate(seeds):
+            steps = [e["step"] for e in entries]
+            seconds = [e["seconds"] for e in entries]
+            val = [e.get("val_rel_l2") for e in entries]
+            test = [e.get("test", {}).get(test_metric) for e in entries]
+            label = method if j == 0 else None
+            for col, x in enumerate((steps, seconds)):
+                axes[0, col].semilogy(x, val, color=colors[i % 10], lw=1, marker=".", label=label)
+                if any(v is not None for v in test):
+                    axes[1, col].semilogy(x, test, color=colors[i % 10], lw=1, marker=".", label=label)
+    for k, (label, value) in enumerate(sorted((published or {}).items())):
+        for col in (0, 1):
+            axes[1, col].axhline(value, color=colors[(k + 5) % 10], ls="--", lw=1, label=f"{label} (published)")
+    for col, xlabel in enumerate(("training steps", "training seconds")):
+        axes[0, col].set_ylabel("validation relative L2 (0, T]", fontsize=7)
+        axes[1, col].set_ylabel(f"test {test_metric}", fontsize=7)
+        for row in (0, 1):
+            axes[row, col].set_xlabel(xlabel, fontsize=7)
+            axes[row, col].tick_params(labelsize=6)
+            if axes[row, col].get_legend_handles_labels()[0]:
+                axes[row, col].legend(fontsize=6)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def save(fig: Figure, path: Path) -> Path:
     """Write ``fig`` as a PNG, atomically. Figures are plain ``Figure`` objects, never pyplot's, so
     no backend is chosen and nothing is left open."""

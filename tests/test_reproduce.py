@@ -78,3 +78,19 @@ def test_geps_gray_scott_profiles_follow_the_text_and_the_code():
         assert cfg.data.n_test == cfg.data.n_test_heldout == 32
         assert cfg.adapt.shots == 1
     assert code.train.max_steps == 120000
+
+
+def test_coda_lotka_volterra_profile_follows_coda_s_code():
+    from leads.evaluation.heldout import heldout_sets
+
+    cfg = load_config("lotka_volterra", "paper")
+    system = get_system("lotka_volterra", **cfg["system"])
+    sets = heldout_sets(cfg)
+    grid = [{"beta": b, "delta": d} for b in (0.5, 0.75, 1.0) for d in (0.5, 0.75, 1.0)]
+    assert [{k: e[k] for k in ("beta", "delta")} for e in system.train_envs] == grid
+    assert list(sets) == ["coda"] and cfg.adapt.shots == 1
+    assert [{k: e[k] for k in ("beta", "delta")} for e in sets["coda"]] == [
+        {"beta": b, "delta": d} for b in (0.625, 1.125) for d in (0.625, 1.125)]
+    assert all(e["alpha"] == e["gamma"] == 0.5 for e in system.train_envs + sets["coda"])
+    assert (cfg.data.n_train, cfg.data.n_test, cfg.data.n_test_heldout) == (4, 32, 32)
+    assert cfg.data.same_initial_states and (system.dt, system.horizon) == (0.5, 10.0)

@@ -123,6 +123,7 @@ def _train(args: argparse.Namespace) -> int:
     from leads.evaluation.heldout import heldout_sets
     from leads.jobs import run_experiment
     from leads.models.forecaster import TrainingDiverged
+    from leads.models.methods import resolve_method
 
     if args.seeds < 1:
         raise UserError(f"--seeds {args.seeds} must be at least 1")
@@ -135,6 +136,7 @@ def _train(args: argparse.Namespace) -> int:
             cfg = load_config(args.env, args.profile, _overrides(args) + [f"method={method.strip()}", f"seed={seed}"])
             cfg = cfg.replace(adapt=cfg.adapt.replace(sets=[*cfg.adapt.sets, *args.heldout]))
             heldout_sets(cfg)  # every run's sets and directories are checked before the first one trains
+            resolve_method(cfg.method)
             check_output_dirs(cfg)
             cfgs.append(cfg)
     if len(cfgs) == 1:

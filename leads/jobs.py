@@ -27,6 +27,7 @@ from leads.evaluation.heldout import SetResult, evaluate_heldout, heldout_sets
 from leads.evaluation.probe import Probe, fit_probe, probe_figure, probe_rows
 from leads.evaluation.scoring import Scores, rollout_examples, score
 from leads.models.forecaster import Forecaster
+from leads.models.methods import resolve_method
 from leads.models.physics import method_label
 from leads.reporting import leaderboard, plots
 from leads.reporting.results import (
@@ -91,6 +92,7 @@ def run_experiment(cfg: RunConfig | Mapping[str, Any], resume: bool = False, pro
     (``test_curve``: see :func:`leads.training.train.train`)."""
     cfg = RunConfig.of(cfg)
     heldout_sets(cfg)  # a bad held-out set fails now, not after training
+    resolve_method(cfg.method)  # and so does a method of your own that cannot be imported
     run = train(cfg, resume=resume, progress=progress, test_curve=test_curve)
     if not run.is_global_zero:  # under DDP, rank 0 alone evaluates and writes rows
         return {"run": run, "summary": None, "evaluation": None, "figures": {}, "rows": []}

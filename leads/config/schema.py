@@ -254,9 +254,9 @@ class RunConfig(Section):
         return cls.of(data)
 
     def __post_init__(self) -> None:
-        if self.method not in self.methods:
+        if self.method not in self.methods and ":" not in self.method:  # module:Class is resolved by the model
             raise UserError(f"unknown method '{self.method}'; choose one of: "
-                            f"{', '.join(sorted(map(str, self.methods)))}")
+                            f"{', '.join(sorted(map(str, self.methods)))}, or your own as package.module:ClassName")
         for name, settings in self.methods.items():
             if not isinstance(settings, dict):
                 raise UserError(f"config key 'methods.{name}' must be a mapping of the method's settings, "
@@ -274,7 +274,7 @@ class RunConfig(Section):
     @property
     def method_settings(self) -> dict[str, Any]:
         """The chosen method's settings with its name, as ``build_model`` takes them."""
-        return {"name": self.method, **self.methods[self.method]}
+        return {"name": self.method, **self.methods.get(self.method, {})}
 
 
 def _parse(cls: type[S], data: Mapping[str, Any], where: str) -> S:

@@ -52,6 +52,7 @@ Methods (``method_cfg`` = ``name`` and the keys below, with defaults) and the in
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, ClassVar
 
 import torch
@@ -324,13 +325,37 @@ class Leads(EnvModel):
 METHODS: dict[str, type[EnvModel]] = {cls.name: cls for cls in (ERM, PerEnv, Leads, Coda, LowRank, Lora)}
 
 
+def resolve_method(name: str) -> type[EnvModel]:
+    """The method class of ``name``: a key of ``METHODS``, or ``package.module:ClassName`` for a
+    method of your own (an ``EnvModel`` subclass importable from the Python path), which then
+    trains, adapts, evaluates and ranks like the built-in ones (docs/extending.md)."""
+    if name in METHODS:
+        return METHODS[name]
+    module_name, sep, class_name = str(name).partition(":")
+    if not sep:
+        raise UserError(f"unknown method {name!r}; choose one of: {', '.join(sorted(METHODS))}, "
+                        "or give your own as package.module:ClassName")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise UserError(f"method {name!r}: cannot import module {module_name!r} ({e}); "
+                        "put its directory on PYTHONPATH") from None
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, EnvModel)):
+        what = "has no class" if cls is None else "is not an EnvModel subclass:"
+        raise UserError(f"method {name!r}: module {module_name!r} {what} {class_name!r}; "
+                        "a method is a subclass of leads.models.methods.EnvModel")
+    return cls
+
+
 def build_model(backbone_cfg: dict[str, Any], method_cfg: dict[str, Any],
                 state_shape: tuple[int, ...], n_envs: int) -> EnvModel:
     """A multi-environment model ``(u, env) -> du/dt``.
 
     Args:
         backbone_cfg: ``name`` (``mlp``, ``conv``, ``fno``) and its settings (``model:``).
-        method_cfg: ``name`` (a key of ``METHODS``, default ``lowrank``) and its settings.
+        method_cfg: ``name`` (a key of ``METHODS``, default ``lowrank``, or
+            ``package.module:ClassName``) and its settings.
         state_shape: the shape of one state, e.g. ``(2,)`` or ``(2, 32, 32)``.
         n_envs: the number of training environments.
 
@@ -339,6 +364,4 @@ def build_model(backbone_cfg: dict[str, Any], method_cfg: dict[str, Any],
     """
     method_cfg = dict(method_cfg)
     name = method_cfg.pop("name", "lowrank")
-    if name not in METHODS:
-        raise UserError(f"unknown method {name!r}; choose one of: {', '.join(sorted(METHODS))}")
-    return METHODS[name](backbone_cfg, method_cfg, tuple(state_shape), n_envs)
+    return resolve_method(name)(backbone_cfg, method_cfg, tuple(state_shape), n_envs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import warnings
 from collections.abc import Mapping, Sequence
@@ -65,7 +66,8 @@ def run_id_of(cfg: Mapping[str, Any]) -> str:
                                                         "results_dir")}
     if not (ident.get("physics") or {}).get("terms"):
         ident.pop("physics", None)  # no known terms: the same run as before physics existed
-    return f"{cfg['method']}-s{cfg['seed']}-{config_hash(ident, 8)}"
+    method = re.sub(r"[^A-Za-z0-9_.-]", "_", str(cfg["method"]))  # module:Class -> a directory name
+    return f"{method}-s{cfg['seed']}-{config_hash(ident, 8)}"
 
 
 def runs_of(cfg: Mapping[str, Any]) -> list[Path]:

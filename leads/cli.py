@@ -1,4 +1,4 @@
-"""Command line: ``python run.py [train|generate|evaluate|leaderboard|reproduce] --env NAME [options]``.
+"""Command line: ``python run.py [train|generate|evaluate|leaderboard|reproduce|export|score] --env NAME [options]``.
 
 Without a command, ``run.py`` runs the main job: generate data if missing, train, evaluate
 in-domain, adapt to held-out environments, append result rows and print a summary.
@@ -11,6 +11,8 @@ in-domain, adapt to held-out environments, append result rows and print a summar
   python run.py leaderboard --env gray_scott [--profile paper]
   python run.py generate --env gray_scott [--heldout ...]
   python run.py reproduce --protocol geps_gray_scott --seeds 3 [--max-steps N]   # a published table
+  python run.py export --env gray_scott --out inputs.h5           # evaluation inputs for another codebase
+  python run.py score --env gray_scott --predictions pred.h5 --name my_fno   # rank its predictions
 
 Held-out sets (``--heldout``, repeatable): a set name (``interp``), environments ``p=v,...``
 separated by ``;`` with an optional ``name:`` prefix, or a YAML file mapping set names to
@@ -93,6 +95,21 @@ def _leaderboard_args(p: argparse.ArgumentParser) -> None:
                                                             "the config's adapt.shots)")
     p.add_argument("--logger", default=None, help="wandb (default, offline): also log the table | none")
     p.add_argument("--wandb", default=None, help="W&B mode: offline (default) | online | disabled")
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    _heldout(p)
+    p.add_argument("--out", required=True, help="the HDF5 file to write (never overwritten)")
+
+
+def _score_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    _heldout(p)
+    p.add_argument("--predictions", required=True, help="HDF5 predictions for the exported inputs")
+    p.add_argument("--name", required=True, help="the model's name on the leaderboard")
+    p.add_argument("--seed", type=int, default=0, help="the model's seed (several give mean ± std)")
+    p.add_argument("--logger", default=None, help="wandb (default, offline): also log the leaderboard | none")
 
 
 def _reproduce_args(p: argparse.ArgumentParser) -> None:
@@ -182,6 +199,34 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _protocol_config(args: argparse.Namespace) -> Any:
+    from leads.config.loading import load_config
+
+    cfg = load_config(args.env, args.profile, _overrides(args))
+    return cfg.replace(adapt=cfg.adapt.replace(sets=[*cfg.adapt.sets, *args.heldout]))
+
+
+def _export(args: argparse.Namespace) -> int:
+    from leads.evaluation.external import export_inputs
+
+    print(f"written: {export_inputs(_protocol_config(args), args.out)}")
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    from leads.config.paths import check_output_dir
+    from leads.evaluation.external import score_predictions_file
+
+    cfg = _protocol_config(args)
+    check_output_dir(cfg.results_dir, "results_dir")
+    scores = score_predictions_file(cfg, args.predictions, args.name, args.seed)
+    for group, s in scores.items():
+        mean, std = s.summary("rel_l2")
+        print(f"{args.name} · {group}: relative L2 (0, T] {mean:.3e} ± {std:.1e} over {len(s.env)} trajectories")
+    print(_write_leaderboard(cfg, cfg.adapt.shots), end="")
+    return 0
+
+
 def _leaderboard(args: argparse.Namespace) -> int:
     from leads.config.loading import load_config
 
@@ -234,6 +279,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[a
     "evaluate": (_evaluate_args, _evaluate),
     "leaderboard": (_leaderboard_args, _leaderboard),
     "reproduce": (_reproduce_args, _reproduce),
+    "export": (_export_args, _export),
+    "score": (_score_args, _score),
 }
 
 

@@ -83,8 +83,18 @@ def score(module: Forecaster, states: torch.Tensor, t: np.ndarray | torch.Tensor
     """
     t = np.asarray(t)
     flat, env = flatten_trajectories(states)
-    tt = torch.as_tensor(t, dtype=flat.dtype)
-    pred = predict(module, flat, tt, env)
+    pred = predict(module, flat, torch.as_tensor(t, dtype=flat.dtype), env)
+    return score_predictions(pred.view_as(states), states, t, train_horizon)
+
+
+def score_predictions(pred: torch.Tensor, states: torch.Tensor, t: np.ndarray | torch.Tensor,
+                      train_horizon: float) -> Scores:
+    """Score predicted trajectories ``pred`` against ``states``, both ``(n_env, n_traj, n_t, *state)``
+    with entry 0 the given initial state (``score`` for a model's rollouts; also for predictions
+    made elsewhere, ``leads.evaluation.external``)."""
+    t = np.asarray(t)
+    flat, env = flatten_trajectories(states)
+    pred = pred.reshape(flat.shape).to(flat.dtype)
     n_in = int(np.searchsorted(t, train_horizon + 1e-9))  # points in [0, T]
     in_p, in_y = pred[:, :n_in], flat[:, :n_in]
     if n_in < len(t):

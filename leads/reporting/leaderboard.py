@@ -42,6 +42,7 @@ class Line:
     heldout: float        # what the ranking uses
     param_error: float = math.nan  # identified physical parameters: mean relative error on held-out sets
     physics_aware: bool = False    # uses known terms of the equations
+    external: bool = False         # predictions scored from another codebase (run.py score)
 
 
 @dataclass
@@ -145,7 +146,8 @@ def build(rows: list[dict[str, Any]], system: str, profile: str | None = None, s
             train_seconds=_mean([r.get("train_seconds") for r in one_per_seed.values()]),
             heldout=_mean([cells[s][0] for s in rank_sets]) if rank_sets else math.nan,
             param_error=_mean([r["value"] for r in identified if r["method"] == m]),
-            physics_aware=any(r.get("physics_aware") for r in mine)))
+            physics_aware=any(r.get("physics_aware") for r in mine),
+            external=any(r.get("external") for r in mine)))
 
     def rank_key(ln: Line) -> tuple[bool, float, str]:
         score = ln.heldout if sets else ln.cells["in_domain"][0]  # an in-domain protocol ranks in-domain
@@ -225,10 +227,14 @@ def to_markdown(lb: Leaderboard) -> str:
            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, ln in enumerate(lb.lines, 1):
         cells = [_fmt(ln.cells[c]) for c in cols]
-        out.append("| " + " | ".join([str(i), ln.method, str(len(ln.seeds)), *cells,
+        name = f"{ln.method} (external)" if ln.external else ln.method
+        out.append("| " + " | ".join([str(i), name, str(len(ln.seeds)), *cells,
                                       _fmt_num(ln.adapted_params, ".0f"), _fmt_num(ln.adapt_seconds, ".1f"),
                                       _fmt_num(ln.trained_params, ".0f"), _fmt_num(ln.train_seconds, ".0f"),
                                       *([_fmt_num(ln.param_error, ".2%")] if identifies else [])]) + " |")
+    if any(ln.external for ln in lb.lines):
+        out += ["", "External rows are predictions made by another codebase from `run.py export`'s inputs and "
+                "scored by `run.py score` with the same metrics; their training and adaptation costs are not known."]
     if any(ln.physics_aware for ln in lb.lines):
         out += ["", "Physics-aware rows (`phys[terms]`) use those known terms of the equations with per-environment "
                 "physical parameters, plus the method as a learned residual (docs/physics.md); the parameter "

@@ -257,7 +257,7 @@ def _write_leaderboard(cfg: Mapping[str, Any], shots: int) -> str:
     md, csv = leaderboard.write(lb, path.parent)
     if cfg["logger"] == "wandb" and wandb_mode(cfg) != "disabled":
         name = f"leaderboard-{cfg['system_name']}-{cfg['profile']}-{uuid.uuid4().hex[:8]}"
-        run = make_logger(cfg, path.parent, name).experiment
+        run = make_logger(cfg, path.parent, name, job_type="leaderboard").experiment
         run.log({"leaderboard": leaderboard.wandb_table(lb)})
         run.finish()
     return leaderboard.to_markdown(lb) + f"\nwritten: {md}, {csv}\n"

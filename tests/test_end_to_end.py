@@ -91,6 +91,8 @@ def test_wandb_offline_run_can_be_read_back(tmp_path, monkeypatch):
         assert any(k == key or k.startswith(key) for k in history), (key, sorted(history))
     assert any(k.startswith("val_env/") for k in history)
     assert got["config"].get("method") == "lowrank"
+    assert got["run"]["group"] == "lotka_volterra/quick" and got["run"]["job_type"] == "train"
+    assert {"method:lowrank", "seed:0", "system:lotka_volterra", "profile:quick"} <= set(got["run"]["tags"])
 
 
 @pytest.mark.parametrize("argv, message", [

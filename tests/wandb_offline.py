@@ -49,13 +49,15 @@ def read_records(path: Path) -> list:
 
 
 def logged(run_dir: Path) -> dict:
-    """History keys, summary and config of the single offline run under ``run_dir``."""
+    """History keys, summary, config and run record (group, job type, tags) of the single offline
+    run under ``run_dir``."""
     files = sorted(Path(run_dir).rglob("run-*.wandb"))
     if not files:
         raise FileNotFoundError(f"no offline W&B run under {run_dir}")
     history: set[str] = set()
     summary: dict = {}
     config: dict = {}
+    run: dict = {}
     for rec in _finished_records(files[-1]):
         kind = rec.WhichOneof("record_type")
         if kind == "history":
@@ -65,12 +67,14 @@ def logged(run_dir: Path) -> dict:
             for item in rec.summary.update:
                 key = "/".join(item.nested_key) if item.nested_key else item.key
                 summary[key] = json.loads(item.value_json)
-        elif kind in ("config", "run"):
+        if kind == "run":
+            run = {"group": rec.run.run_group, "job_type": rec.run.job_type, "tags": list(rec.run.tags)}
+        if kind in ("config", "run"):
             cfg = rec.config if kind == "config" else rec.run.config
             for item in cfg.update:
                 key = "/".join(item.nested_key) if item.nested_key else item.key
                 config[key] = json.loads(item.value_json)
-    return {"history": history, "summary": summary, "config": config}
+    return {"history": history, "summary": summary, "config": config, "run": run}
 
 
 def _finished_records(path: Path, timeout: float = 30.0) -> list:

@@ -45,7 +45,10 @@ def _wandb_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def make_logger(cfg: Mapping[str, Any], run_dir: Path, run_id: str) -> Logger | None:
+def make_logger(cfg: Mapping[str, Any], run_dir: Path, run_id: str, job_type: str = "train") -> Logger | None:
+    """The run's logger (None for ``logger: none`` or W&B disabled). W&B runs are grouped by
+    system and profile (``<system>/<profile>``), so a dashboard compares methods and seeds of one
+    protocol; ``job_type`` is ``train`` or ``leaderboard``; tags name the method, seed and commit."""
     kind = cfg["logger"]
     if kind not in LOGGERS:
         raise UserError(f"unknown logger '{kind}'; choose one of: {', '.join(LOGGERS)}")
@@ -62,12 +65,26 @@ def make_logger(cfg: Mapping[str, Any], run_dir: Path, run_id: str) -> Logger | 
         entity=cfg["wandb"]["entity"],
         name=run_id,
         id=run_id,
+        group=f"{cfg['system_name']}/{cfg['profile']}",
+        job_type=job_type,
+        tags=_tags(cfg, job_type),
         save_dir=str(run_dir),
         mode=mode,
         resume="allow",
         config=plain(cfg),
         settings=_settings(),
     )
+
+
+def _tags(cfg: Mapping[str, Any], job_type: str) -> list[str]:
+    from leads.models.physics import method_label
+    from leads.reporting.results import git_commit
+
+    tags = [f"system:{cfg['system_name']}", f"profile:{cfg['profile']}", f"commit:{git_commit()[:12]}"]
+    if job_type == "train":
+        tags += [f"method:{method_label(cfg)}", f"seed:{cfg['seed']}"] + (["physics-aware"] if
+                                                                          cfg["physics"]["terms"] else [])
+    return [t[:64] for t in tags]  # W&B's tag length limit
 
 
 def _settings() -> Any:

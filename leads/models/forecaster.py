@@ -155,8 +155,8 @@ class Forecaster(pl.LightningModule):
         """Per-trajectory MSE of ``pred`` against ``states`` (t > 0) in normalised units, so
         channels of different magnitude weigh alike, and the penalty on the observed states:
         the method's own (e.g. LEADS' ||g_e(x)||) and, for a hybrid model, APHYNITY's
-        ``||residual(x)||^2 / lambda`` (normalised units), which keeps the residual the smallest
-        correction the data need. Training and adaptation minimise the same objective."""
+        ``||residual(x)||^2 / lambda`` (the residual's rate per state scale), which keeps the
+        residual the smallest correction the data need. Training and adaptation minimise the same objective."""
         per_sample = (((pred[:, 1:] - states[:, 1:]) / self.u_std.unsqueeze(0)) ** 2).flatten(1).mean(1)
         if not self.residual:
             return per_sample, per_sample.new_zeros(())
@@ -164,7 +164,12 @@ class Forecaster(pl.LightningModule):
         x, env_x = (raw - self.u_mean) / self.u_std, env.repeat_interleave(states.shape[1])
         penalty = self.model.penalty(x, env_x, raw=raw, out_scale=self.du_std)
         if self.physics is not None:
-            penalty = penalty + self.model(x, env_x).square().mean() / self.aphynity_lambda
+            # The residual as a rate of the normalised state (physical rate / state scale): in the
+            # units the trajectory loss measures states in, as APHYNITY's raw-unit objective. In the
+            # model's output units (rate / rate scale) it weighs (u_std / du_std)^2 more (~1e4 on
+            # Gray-Scott, whose known terms nearly balance, so the total rate is small).
+            residual = self.model(x, env_x) * (self.du_std / self.u_std)
+            penalty = penalty + residual.square().mean() / self.aphynity_lambda
         return per_sample, penalty
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

@@ -142,6 +142,9 @@ def _poison(spec: str) -> None:
 
 def main() -> None:
     sys.path.insert(0, str(ROOT))
+    # A shell starts background jobs (`cmd &`, as CI runners may) with SIGINT ignored, and Python
+    # keeps it ignored; the injected Ctrl-C must arrive as it does at a terminal.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if os.environ.get("LEADS_FAULT_KILL_AT_STEP"):
         _kill_at_step(int(os.environ["LEADS_FAULT_KILL_AT_STEP"]))
     if os.environ.get("LEADS_FAULT_KILL_IN_SAVE"):

@@ -414,7 +414,8 @@ def test_rows_round_trip_with_nan_and_skip_a_torn_last_line(tmp_path):
 
 # ------------------------------------------------------------------------------ context probe
 def _fake(contexts: np.ndarray, method: str = "lowrank") -> SimpleNamespace:
-    return SimpleNamespace(cfg={"method": method}, model=SimpleNamespace(contexts=torch.as_tensor(contexts)))
+    return SimpleNamespace(cfg={"method": method}, model=SimpleNamespace(contexts=torch.as_tensor(contexts)),
+                           residual=True)
 
 
 def test_probe_recovers_parameters_encoded_linearly_in_contexts():

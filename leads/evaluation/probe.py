@@ -71,7 +71,7 @@ def r2_score(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
 def fit_probe(system: System, module: Forecaster, adapted: dict[str, tuple[list[Env], Forecaster]]) -> Probe | None:
     """Probe ``module``'s training contexts; score it on each ``adapted[set] = (envs, module)``.
     None for methods without contexts or when no parameter varies across training environments."""
-    train_c = contexts_of(module) if getattr(module, "residual", True) else None  # unused without a residual
+    train_c = contexts_of(module) if module.residual else None  # without a residual its contexts are unused
     if train_c is None:
         return None
     train_p = system.env_tensor(system.train_envs).numpy()

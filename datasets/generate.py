@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from leads.datasets.progress import Progress
 from leads.datasets.splits import SplitSpec
 from leads.envs.base import System
 from leads.envs.errors import UserError
@@ -25,7 +23,8 @@ def generate_states(
 
     Rows of all environments share solver calls (each row carries its own parameters), so a
     split costs ``ceil(n_env * n_traj / batch_size)`` calls whatever its number of environments.
-    ``progress=None`` shows a bar only when stderr is a terminal.
+    ``progress=None``: a bar on a terminal, plain lines elsewhere (``datasets/progress.py``);
+    False: nothing.
     """
     device = torch.device("cpu") if device is None else torch.device(device)
     n_env, n_traj = spec.seeds.shape
@@ -34,8 +33,8 @@ def generate_states(
     flat_seeds = spec.seeds.reshape(-1)
     flat_env = np.repeat(np.arange(n_env), n_traj)
     out = np.empty((n_env * n_traj, n_t, *shape), dtype=np.float32)
-    show = sys.stderr.isatty() if progress is None else progress
-    with tqdm(total=len(flat_seeds), desc=f"{system.name}/{spec.name}", unit="traj", disable=not show) as bar:
+    with Progress(f"generating {system.name}/{spec.name}", len(flat_seeds), "trajectories", enabled=progress,
+                  start_line=False) as bar:
         for start in range(0, len(flat_seeds), batch_size):
             rows = slice(start, min(start + batch_size, len(flat_seeds)))
             u0 = system.sample_initial_states([int(s) for s in flat_seeds[rows]]).to(device)

@@ -14,6 +14,9 @@ in-domain, adapt to held-out environments, append result rows and print a summar
   python run.py export --env gray_scott --out inputs.h5           # evaluation inputs for another codebase
   python run.py score --env gray_scott --predictions pred.h5 --name my_fno   # rank its predictions
 
+Any config value can also be given as ``--section.key=value`` (``--train.lr=3e-4``), the form
+a W&B sweep agent passes its parameters in (``configs/sweeps/``).
+
 Held-out sets (``--heldout``, repeatable): a set name (``interp``), environments ``p=v,...``
 separated by ``;`` with an optional ``name:`` prefix, or a YAML file mapping set names to
 environment lists. They are adapted to in addition to the config's ``adapt.sets``
@@ -56,7 +59,8 @@ def _heldout(p: argparse.ArgumentParser) -> None:
 def _runtime(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
     p.add_argument("--logger", default=None, help="wandb (default, offline) | csv | none")
-    p.add_argument("--wandb", default=None, help="W&B mode: offline (default) | online | disabled")
+    p.add_argument("--wandb", nargs="?", const="offline", default=None,
+                   help="W&B mode: offline (default; also --wandb alone) | online | disabled")
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
@@ -94,7 +98,8 @@ def _leaderboard_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shots", type=int, default=None, help="rows adapted with this many trajectories (default: "
                                                             "the config's adapt.shots)")
     p.add_argument("--logger", default=None, help="wandb (default, offline): also log the table | none")
-    p.add_argument("--wandb", default=None, help="W&B mode: offline (default) | online | disabled")
+    p.add_argument("--wandb", nargs="?", const="offline", default=None,
+                   help="W&B mode: offline (default; also --wandb alone) | online | disabled")
 
 
 def _export_args(p: argparse.ArgumentParser) -> None:
@@ -293,9 +298,15 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
     add_args(parser)
-    args = parser.parse_args(argv)
-    if getattr(args, "wandb", None) is None and "WANDB_MODE" not in os.environ:
-        os.environ["WANDB_MODE"] = "offline"  # never try to log in unless asked
+    args, extra = parser.parse_known_args(argv)
+    overrides = _config_flags(extra, parser)
+    if overrides:
+        if not hasattr(args, "set"):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.set = [*args.set, *overrides]
+    # Never try to log in unless asked; a W&B sweep agent (WANDB_SWEEP_ID) runs online by design.
+    if getattr(args, "wandb", None) is None and "WANDB_MODE" not in os.environ and "WANDB_SWEEP_ID" not in os.environ:
+        os.environ["WANDB_MODE"] = "offline"
     # A scheduler's SIGTERM stops a run like Ctrl-C (signal handlers can only be set in the main thread).
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None
@@ -304,6 +315,19 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _config_flags(extra: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    """``--train.lr=3e-4`` (how a W&B sweep agent passes parameters) -> ``train.lr=3e-4``, the
+    form of ``--set``; anything else left over is an error."""
+    out = []
+    for arg in extra:
+        key, sep, value = arg[2:].partition("=")
+        if not (arg.startswith("--") and sep and key and all(part.isidentifier() for part in key.split("."))):
+            hint = " (config overrides are --key=value, e.g. --train.lr=3e-4)" if arg.startswith("--") else ""
+            parser.error(f"unrecognized argument: {arg}{hint}")
+        out.append(f"{key}={value}")
+    return out
 
 
 def _handle(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace, command: str,

@@ -20,10 +20,11 @@ from leads.config.schema import RunConfig
 from leads.datasets.atomic import atomic_write_text
 from leads.datasets.cache import ensure_split
 from leads.datasets.h5 import Trajectories, load_split
+from leads.datasets.progress import announce
 from leads.envs.base import env_label
 from leads.envs.errors import UserError
 from leads.evaluation.fewshot import few_shot_curve, few_shot_figure
-from leads.evaluation.heldout import SetResult, evaluate_heldout, heldout_sets
+from leads.evaluation.heldout import SetResult, evaluate_heldout_sets, heldout_sets
 from leads.evaluation.probe import Probe, fit_probe, probe_figure, probe_rows
 from leads.evaluation.scoring import Scores, rollout_examples, score
 from leads.models.forecaster import Forecaster
@@ -43,7 +44,7 @@ from leads.reporting.results import (
 )
 from leads.training.checkpoints import load_checkpoint
 from leads.training.interrupted import Interrupted
-from leads.training.loggers import make_logger
+from leads.training.loggers import log_artifacts, make_logger
 from leads.training.train import train
 
 # What `evaluate` may change in a checkpoint's config: how to adapt and score, not what was trained.
@@ -66,20 +67,24 @@ def resolve_device(cfg: Mapping[str, Any]) -> torch.device:
     return torch.device("cuda" if device == "gpu" else device)
 
 
-def evaluate_in_domain(module: Forecaster, cfg: Mapping[str, Any]) -> tuple[Scores, Trajectories]:
+def evaluate_in_domain(module: Forecaster, cfg: Mapping[str, Any],
+                       progress: bool | None = None) -> tuple[Scores, Trajectories]:
     system = system_of(cfg)
-    data = load_split(ensure_split(system, cfg["data"], "test"))
+    data = load_split(ensure_split(system, cfg["data"], "test", progress=None if progress else False))
+    announce(f"scoring in-domain: {data.states.shape[0] * data.states.shape[1]} test trajectories", progress)
     return score(module, data.states, data.t, system.horizon), data
 
 
-def evaluate_model(module: Forecaster, cfg: RunConfig | Mapping[str, Any], few_shot: bool = False) -> Evaluation:
-    """Score ``module`` in-domain, adapt it to each set of ``cfg.adapt.sets`` and score it
-    there; with ``few_shot``, also for each k of the few-shot curve."""
+def evaluate_model(module: Forecaster, cfg: RunConfig | Mapping[str, Any], few_shot: bool = False,
+                   progress: bool | None = None) -> Evaluation:
+    """Score ``module`` in-domain, adapt it to the sets of ``cfg.adapt.sets`` (together, where
+    the method allows: ``evaluate_heldout_sets``) and score it there; with ``few_shot``, also for
+    each k of the few-shot curve."""
     cfg = RunConfig.of(cfg)
     sets = heldout_sets(cfg)
     module = module.to(resolve_device(cfg))
-    in_domain, test = evaluate_in_domain(module, cfg)
-    heldout = {name: evaluate_heldout(module, cfg, name, envs) for name, envs in sets.items()}
+    in_domain, test = evaluate_in_domain(module, cfg, progress)
+    heldout = evaluate_heldout_sets(module, cfg, sets, progress=progress)
     curve = few_shot_curve(module, cfg, sets, heldout) if few_shot else {}
     probe = fit_probe(system_of(cfg), module, {n: (r.envs, r.adapted.module) for n, r in heldout.items()})
     return Evaluation(in_domain, test, heldout, curve, probe)
@@ -97,17 +102,21 @@ def run_experiment(cfg: RunConfig | Mapping[str, Any], resume: bool = False, pro
     if not run.is_global_zero:  # under DDP, rank 0 alone evaluates and writes rows
         return {"run": run, "summary": None, "evaluation": None, "figures": {}, "rows": []}
     try:
-        ev = evaluate_model(run.module, cfg, few_shot)
+        ev = evaluate_model(run.module, cfg, few_shot, progress)
     except KeyboardInterrupt:  # nothing of the evaluation is written before it ends
         raise Interrupted("evaluation", run.run_dir, run.best_ckpt, cfg=cfg) from None
     info = _run_info(cfg, run.module, run.run_id, run.train_seconds, run.best_ckpt)
     rows = evaluation_rows(cfg, info, ev)
     append_rows(results_path(cfg), rows)
+    announce(f"writing figures to {run.run_dir / 'figures'}", progress)
     figures = _figures(run.run_dir / "figures", cfg, run.module, ev)
     summary = _summary(info, str(run.run_dir), ev)
+    summary["best_val_rel_l2"] = run.best_val_rel_l2
     atomic_write_text(run.run_dir / "summary.json", json.dumps(summary, indent=1))
     exp = _wandb_experiment(run.logger)
     if exp is not None:
+        if cfg.wandb.artifacts:
+            log_artifacts(exp, run.run_id, {"model": run.best_ckpt, "config": run.run_dir / "config.yaml"})
         _log_wandb(exp, cfg, summary, figures, ev)
     print(format_summary(summary))
     return {"run": run, "summary": summary, "evaluation": ev, "figures": figures, "rows": rows}
@@ -296,6 +305,14 @@ def _log_wandb(exp: Any, cfg: Mapping[str, Any], summary: dict[str, Any], figure
     flat = {f"test/{split}/{key}": e[key][0] for split, e in summary["splits"].items()
             for key in ("rel_l2", "mse", "rel_l2_extrap", "rel_l2_full")}
     flat.update({f"few_shot/{n}/k{k}": v[0] for n, by_k in summary["few_shot"].items() for k, v in by_k.items()})
+    # Validation numbers, for sweeps (configs/sweeps/): never tune on the test keys above.
+    held_val = {f"heldout_val/{n}": r.adapted.best_val_rel_l2 for n, r in ev.heldout.items()
+                if np.isfinite(r.adapted.best_val_rel_l2)}
+    if held_val:
+        held_val["heldout_val/mean"] = float(np.mean(list(held_val.values())))
+    flat.update(held_val)
+    if np.isfinite(summary.get("best_val_rel_l2", np.nan)):
+        flat["val/best_rel_l2"] = summary["best_val_rel_l2"]
     flat.update({f"probe_r2/{s}/{p}": v for s, r2 in summary.get("probe_r2", {}).items() for p, v in r2.items()})
     flat.update({f"identified/{s}/{p}_rel_error": float(np.mean([params[p]["rel_error"] for params in by_env.values()]))
                  for s, by_env in summary.get("identified", {}).items() for p in next(iter(by_env.values()))})

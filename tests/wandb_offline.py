@@ -49,8 +49,8 @@ def read_records(path: Path) -> list:
 
 
 def logged(run_dir: Path) -> dict:
-    """History keys, summary, config and run record (group, job type, tags) of the single offline
-    run under ``run_dir``."""
+    """History keys, summary, config, run record (group, job type, tags) and artifacts (name,
+    type) of the single offline run under ``run_dir``."""
     files = sorted(Path(run_dir).rglob("run-*.wandb"))
     if not files:
         raise FileNotFoundError(f"no offline W&B run under {run_dir}")
@@ -58,8 +58,11 @@ def logged(run_dir: Path) -> dict:
     summary: dict = {}
     config: dict = {}
     run: dict = {}
+    artifacts: list[tuple[str, str]] = []
     for rec in _finished_records(files[-1]):
         kind = rec.WhichOneof("record_type")
+        if kind == "artifact":
+            artifacts.append((rec.artifact.name, rec.artifact.type))
         if kind == "history":
             history |= {item.nested_key[0] if item.nested_key else item.key for item in rec.history.item}
             history |= {"/".join(item.nested_key) for item in rec.history.item if item.nested_key}
@@ -74,7 +77,7 @@ def logged(run_dir: Path) -> dict:
             for item in cfg.update:
                 key = "/".join(item.nested_key) if item.nested_key else item.key
                 config[key] = json.loads(item.value_json)
-    return {"history": history, "summary": summary, "config": config, "run": run}
+    return {"history": history, "summary": summary, "config": config, "run": run, "artifacts": artifacts}
 
 
 def _finished_records(path: Path, timeout: float = 30.0) -> list:

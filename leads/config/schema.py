@@ -140,6 +140,7 @@ class WandbConfig(Section):
     mode: str = rule("offline", _choice("offline", "online", "disabled"))
     project: str = "leads"
     entity: str | None = None
+    artifacts: bool = False
 
 
 @_section
@@ -199,6 +200,8 @@ class AdaptConfig(Section):
     weights_lr: float = rule(1e-3, _number(0, open_low=True))
     val_every: int = rule(10, _int(1))
     patience: int = rule(10, _int(1))
+    min_rel_improvement: float = rule(0.01, _number(0, 0.5))
+    joint: bool = True
     init: str = "default"
 
 

@@ -5,6 +5,14 @@ for ``lora``, ``g_e`` for ``leads``, a whole network for ``per_env``); ``erm`` h
 scored zero-shot. Fitting uses ``k`` trajectories per new environment and keeps the parameters
 that did best on separate validation trajectories, never on test data.
 
+Environments are independent problems (each has its own parameters and its own trajectories),
+so when every environment parameter is stacked with one row per environment, which is the case
+for every built-in method, each environment keeps its own best row: the one of the validation
+check where *its* validation error was lowest. Adaptation stops once the mean of those kept
+errors has not fallen by ``adapt.min_rel_improvement`` (relative) for ``adapt.patience`` checks.
+The same independence lets several held-out sets be adapted in one optimisation
+(:func:`split_environments` then gives each set its own module; ``leads.evaluation.heldout``).
+
 The optimizer (``adapt.optimizer``, default ``auto``): full-batch L-BFGS with a strong-Wolfe line
 search, one iteration per step, for the few numbers of a context (it reaches in a handful of
 iterations what Adam needs tens of steps for); Adam, as in training, for weight tensors.
@@ -27,6 +35,7 @@ from typing import Any
 import torch
 
 from leads.config.schema import AdaptConfig
+from leads.datasets.progress import Progress
 from leads.envs.errors import UserError
 from leads.evaluation.metrics import relative_l2
 from leads.evaluation.scoring import flatten_trajectories
@@ -48,6 +57,7 @@ class Adapted:
     shots: int
     lr: float = math.nan   # the learning rate in use at the end (lower than at the start after backtracking)
     optimizer: str = ""
+    val_rel_l2_per_env: list[float] | None = None  # each environment's kept validation error
 
 
 def adapt_to_new_environments(
@@ -60,6 +70,8 @@ def adapt_to_new_environments(
     shots: int | None = None,
     on_check: Callable[[int, Forecaster], None] | None = None,
     envs: list[dict[str, float]] | None = None,
+    progress: bool | None = None,
+    label: str = "new environments",
 ) -> Adapted:
     """Fit fresh environment-specific parameters for ``len(env_names)`` new environments.
 
@@ -78,6 +90,8 @@ def adapt_to_new_environments(
             check (benchmarks trace the error with it); its time is not counted.
         envs: the new environments' parameters, needed only by known terms fixed to their true
             values (``physics.params: true_values``); learned ones are identified by adaptation.
+        progress: show progress (``leads.datasets.progress``; False: nothing).
+        label: what is adapted, for the progress lines.
 
     Returns:
         ``Adapted``: the adapted copy, the steps taken and kept, seconds, the best validation
@@ -96,13 +110,17 @@ def adapt_to_new_environments(
         p.requires_grad_(False)
     params = new.env_parameters()
     n_per_env = sum(p.numel() for p in params) // len(env_names)
-    if not params:  # zero-shot method
-        return Adapted(new.eval(), 0, 0, time.perf_counter() - start, math.nan, 0, shots)
+    xv, envv = (a.to(device) for a in flatten_trajectories(val_states))
+    if not params:  # zero-shot method: nothing to fit, its validation error is still reported
+        with torch.no_grad():
+            err = relative_l2(new.eval()(xv[:, 0], t.to(device, xv.dtype), envv), xv).double()
+        by_env = [float(err[envv == e].mean()) for e in range(len(env_names))]
+        return Adapted(new.eval(), 0, 0, time.perf_counter() - start, float(sum(by_env) / len(by_env)), 0, shots,
+                       val_rel_l2_per_env=by_env)
     for p in params:
         p.requires_grad_(True)
 
     x, env = (a.to(device) for a in flatten_trajectories(adapt_states, shots))
-    xv, envv = (a.to(device) for a in flatten_trajectories(val_states))
     t = t.to(device, x.dtype)
     optimizer = _optimizer_name(cfg, new.adapts_weights)
     # L-BFGS finds its step by line search: its lr is the first trial step, 1 unless backtracked.
@@ -124,20 +142,31 @@ def adapt_to_new_environments(
         return loss
 
     excluded = 0.0
+    n_env = len(env_names)
+    per_env = stacked_by_environment(params, n_env)
 
-    def val_error(step: int) -> float:
+    def val_errors(step: int) -> torch.Tensor:
+        """``(n_env,)`` mean validation relative L2 per environment (inf where not finite)."""
         nonlocal excluded
         new.eval()
         with torch.no_grad():
-            err = float(relative_l2(new(xv[:, 0], t, envv), xv).mean())
+            err = relative_l2(new(xv[:, 0], t, envv), xv).double()
+        err = torch.where(torch.isfinite(err), err, torch.full_like(err, math.inf))
+        counts = torch.bincount(envv, minlength=n_env).clamp_min(1).double()
+        by_env = err.new_zeros(n_env).index_add(0, envv, err) / counts
         if on_check is not None:
             paused = time.perf_counter()
             on_check(step, new)
             excluded += time.perf_counter() - paused
-        return err if math.isfinite(err) else math.inf
+        return by_env.cpu()
 
-    best, best_step, best_state, since, step = val_error(0), 0, _snapshot(params), 0, 0
+    best = val_errors(0)  # per environment: the error of the row kept so far
+    best_state, best_step, step = _snapshot(params), 0, 0
+    reference, since = float(best.mean()), 0  # the kept mean at the last significant improvement
     last_finite, backtracks = best_state, 0
+    bar = Progress(f"adapting {label} ({n_env} environments, {n_per_env} parameters each)", cfg.steps, "steps",
+                   enabled=progress)
+    bar.update(0, val_rel_l2=float(best.mean()))
     for step in range(1, cfg.steps + 1):
         new.train()
         before = _snapshot(params)
@@ -158,18 +187,66 @@ def adapt_to_new_environments(
             opt = make(lr)  # fresh state: the old one led here
             continue
         if step % cfg.val_every == 0:
-            err = val_error(step)
-            if err < best:
-                best, best_step, best_state, since = err, step, _snapshot(params), 0
+            err = val_errors(step)
+            if per_env:
+                better = err < best
+                if bool(better.any()):
+                    _keep_rows(best_state, params, better)
+                    best, best_step = torch.where(better, err, best), step
+            elif float(err.mean()) < float(best.mean()):
+                best, best_step, best_state = err, step, _snapshot(params)
+            kept = float(best.mean())
+            if kept < reference * (1.0 - cfg.min_rel_improvement):
+                reference, since = kept, 0
             else:
                 since += 1
-                if since >= cfg.patience:
-                    break
+            bar.set(step, val_rel_l2=kept)
+            if since >= cfg.patience:
+                break
+        else:
+            bar.set(step)
     _restore(params, best_state)
     for p in params:
         p.requires_grad_(False)
     seconds = time.perf_counter() - start - excluded
-    return Adapted(new.eval(), step, best_step, seconds, best, n_per_env, shots, lr, optimizer)
+    kept = float(best.mean())
+    bar.close(f"{step} steps in {seconds:.0f} s, validation relative L2 {kept:.3g} (kept rows up to step {best_step})")
+    return Adapted(new.eval(), step, best_step, seconds, kept, n_per_env, shots, lr, optimizer,
+                   [float(e) for e in best])
+
+
+def stacked_by_environment(params: list[torch.nn.Parameter], n_env: int) -> bool:
+    """Whether every environment parameter holds one row per environment (its first dimension),
+    so that environments can be kept, selected and split row by row."""
+    return bool(params) and all(p.dim() > 0 and p.shape[0] == n_env for p in params)
+
+
+def split_environments(module: Forecaster, adapted: Forecaster, groups: list[list[int]],
+                       envs: list[list[dict[str, float]]] | None = None) -> list[Forecaster]:
+    """One forecaster per group of ``adapted``'s environments (row indices), each a copy of the
+    trained ``module`` whose environment parameters are those rows of ``adapted``.
+
+    Args:
+        module: the trained forecaster ``adapted`` was adapted from (its shared parameters).
+        adapted: the forecaster adapted to all environments at once.
+        groups: for each output, the indices of its environments in ``adapted``.
+        envs: for each group, its environments' parameters (known terms with true values need them).
+    """
+    names = adapted.env_names
+    out = []
+    for g, rows in enumerate(groups):
+        part = copy.deepcopy(module)
+        part.env_names = [names[i] for i in rows]
+        part.reset_environments(envs[g] if envs is not None else len(rows))
+        part.to(adapted.u_mean.device)
+        index = torch.as_tensor(rows, dtype=torch.long, device=adapted.u_mean.device)
+        with torch.no_grad():
+            for mine, joint in zip(part.env_parameters(), adapted.env_parameters(), strict=True):
+                mine.copy_(joint.index_select(0, index))
+        for p in part.parameters():
+            p.requires_grad_(False)
+        out.append(part.eval())
+    return out
 
 
 def _loss(module: Forecaster, x: torch.Tensor, t: torch.Tensor, env: torch.Tensor) -> torch.Tensor:
@@ -213,6 +290,13 @@ def _make_optimizer(name: str, params: list[torch.nn.Parameter], lr: float, phys
 
 def _snapshot(params: list[torch.nn.Parameter]) -> list[torch.Tensor]:
     return [p.detach().clone() for p in params]
+
+
+def _keep_rows(kept: list[torch.Tensor], params: list[torch.nn.Parameter], rows: torch.Tensor) -> None:
+    """Copy the current values of the environments where ``rows`` is True into ``kept``."""
+    for k, p in zip(kept, params, strict=True):
+        mask = rows.to(p.device).view(-1, *([1] * (p.dim() - 1)))
+        k.copy_(torch.where(mask, p.detach(), k))
 
 
 def _restore(params: list[torch.nn.Parameter], values: list[torch.Tensor]) -> None:

@@ -17,12 +17,14 @@ Custom sets are generated and cached like named ones (``adapt_<name>``, ``val_<n
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from leads.config.loading import system_of
@@ -31,7 +33,7 @@ from leads.datasets.h5 import Trajectories, load_split
 from leads.datasets.splits import check_set_name
 from leads.envs.base import Env, System, env_label
 from leads.envs.errors import UserError
-from leads.evaluation.adaptation import Adapted, adapt_to_new_environments
+from leads.evaluation.adaptation import Adapted, adapt_to_new_environments, split_environments, stacked_by_environment
 from leads.evaluation.scoring import Scores, score
 from leads.models.forecaster import Forecaster
 from leads.reporting.results import envs_key
@@ -175,7 +177,7 @@ def _load(system: System, cfg: Mapping[str, Any], split: str, name: str, envs: l
 
 
 def evaluate_heldout(module: Forecaster, cfg: Mapping[str, Any], name: str, envs: list[Env] | None = None,
-                     shots: int | None = None, keep_test: bool = True) -> SetResult:
+                     shots: int | None = None, keep_test: bool = True, progress: bool | None = None) -> SetResult:
     """Adapt on ``adapt_<name>`` (stopping on ``val_<name>``), then score on ``test_<name>``.
 
     The test file is read only once adaptation is final."""
@@ -185,8 +187,68 @@ def evaluate_heldout(module: Forecaster, cfg: Mapping[str, Any], name: str, envs
     val = _load(system, cfg, f"val_{name}", name, envs)
     t = torch.as_tensor(adapt.t, dtype=adapt.states.dtype)
     adapted = adapt_to_new_environments(module, adapt.states, val.states, t, [env_label(e) for e in envs],
-                                        cfg["adapt"], shots, envs=envs)
+                                        cfg["adapt"], shots, envs=envs, progress=progress, label=name)
     del adapt, val
+    return _scored(module, cfg, name, envs, adapted, keep_test, progress)
+
+
+def _scored(module: Forecaster, cfg: Mapping[str, Any], name: str, envs: list[Env], adapted: Adapted,
+            keep_test: bool, progress: bool | None) -> SetResult:
+    from leads.datasets.progress import announce
+
+    system = system_of(cfg)
     test = _load(system, cfg, f"test_{name}", name, envs)
+    announce(f"scoring {name}: {test.states.shape[0] * test.states.shape[1]} test trajectories", progress)
     scores = score(adapted.module, test.states, test.t, system.horizon)
     return SetResult(name, envs, scores, adapted, test if keep_test else None, identify(adapted.module, envs))
+
+
+def evaluate_heldout_sets(module: Forecaster, cfg: Mapping[str, Any], sets: Mapping[str, list[Env]],
+                          shots: int | None = None, keep_test: bool = True,
+                          progress: bool | None = None) -> dict[str, SetResult]:
+    """:func:`evaluate_heldout` for every set, adapting all their environments in one optimisation
+    when ``adapt.joint`` is set and the method stacks its environment parameters by environment
+    (every built-in one does): the environments are independent problems, each keeps its own
+    validation-chosen row, and one optimisation costs the steps of the slowest set instead of
+    the sum. Otherwise the sets are adapted one after the other.
+
+    Each set's ``Adapted`` then reports the joint steps, its share of the joint seconds (in
+    proportion to its number of environments) and its own environments' validation error."""
+    sets = dict(sets)
+    joint = bool(cfg["adapt"].get("joint", True)) and len(sets) > 1 and \
+        stacked_by_environment(module.env_parameters(), len(module.env_names))
+    if not joint:
+        return {name: evaluate_heldout(module, cfg, name, envs, shots, keep_test, progress)
+                for name, envs in sets.items()}
+    system = system_of(cfg)
+    adapt = {n: _load(system, cfg, f"adapt_{n}", n, e) for n, e in sets.items()}
+    val = {n: _load(system, cfg, f"val_{n}", n, e) for n, e in sets.items()}
+    first = next(iter(adapt.values()))
+    # One optimisation needs one time grid and as many trajectories in every environment.
+    same = len({a.states.shape[1:] for a in adapt.values()}) == 1 and \
+        len({v.states.shape[1:] for v in val.values()}) == 1 and \
+        all(np.array_equal(d.t, first.t) for d in [*adapt.values(), *val.values()])
+    if not same:
+        return {name: evaluate_heldout(module, cfg, name, envs, shots, keep_test, progress)
+                for name, envs in sets.items()}
+    all_envs = [e for envs in sets.values() for e in envs]
+    t = torch.as_tensor(first.t, dtype=first.states.dtype)
+    joint_adapted = adapt_to_new_environments(
+        module, torch.cat([a.states for a in adapt.values()]), torch.cat([v.states for v in val.values()]), t,
+        [env_label(e) for e in all_envs], cfg["adapt"], shots, envs=all_envs, progress=progress,
+        label=" + ".join(sets))
+    del adapt, val
+    groups, start = [], 0
+    for envs in sets.values():
+        groups.append(list(range(start, start + len(envs))))
+        start += len(envs)
+    parts = split_environments(module, joint_adapted.module, groups, list(sets.values()))
+    out = {}
+    per_env = joint_adapted.val_rel_l2_per_env
+    for (name, envs), rows, part in zip(sets.items(), groups, parts, strict=True):
+        mine = None if per_env is None else [per_env[i] for i in rows]
+        adapted = dataclasses.replace(
+            joint_adapted, module=part, seconds=joint_adapted.seconds * len(rows) / len(all_envs),
+            best_val_rel_l2=float(sum(mine) / len(mine)) if mine else math.nan, val_rel_l2_per_env=mine)
+        out[name] = _scored(module, cfg, name, envs, adapted, keep_test, progress)
+    return out

@@ -60,20 +60,39 @@ def make_logger(cfg: Mapping[str, Any], run_dir: Path, run_id: str, job_type: st
     if mode == "disabled":
         return None
     os.environ.setdefault("WANDB_SILENT", "true")
-    return WandbLogger(
+    # Under a sweep agent the run id is the agent's (WANDB_RUN_ID): one of ours would detach the
+    # run from its sweep.
+    sweep = bool(os.environ.get("WANDB_SWEEP_ID"))
+    logger = WandbLogger(
         project=cfg["wandb"]["project"],
         entity=cfg["wandb"]["entity"],
         name=run_id,
-        id=run_id,
+        id=None if sweep else run_id,
         group=f"{cfg['system_name']}/{cfg['profile']}",
         job_type=job_type,
         tags=_tags(cfg, job_type),
         save_dir=str(run_dir),
         mode=mode,
-        resume="allow",
+        resume=None if sweep else "allow",
         config=plain(cfg),
         settings=_settings(),
     )
+    # Lightning passes anonymous=None, which recent wandb answers with a deprecation warning on
+    # every run; the setting has no effect either way.
+    logger._wandb_init.pop("anonymous", None)
+    return logger
+
+
+def log_artifacts(experiment: Any, run_id: str, files: Mapping[str, Path]) -> None:
+    """Keep ``files`` (``{"model": best.ckpt, "config": config.yaml}``) as W&B artifacts named
+    ``<kind>-<run id>`` of type ``<kind>`` (``wandb.artifacts: true``; offline runs keep them in
+    the run directory until ``wandb sync``)."""
+    import wandb
+
+    for kind, path in files.items():
+        art = wandb.Artifact(name=f"{kind}-{run_id}", type=kind)
+        art.add_file(str(path))
+        experiment.log_artifact(art)
 
 
 def _tags(cfg: Mapping[str, Any], job_type: str) -> list[str]:

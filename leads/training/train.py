@@ -35,6 +35,7 @@ from leads.training.checkpoints import (
 from leads.training.curves import LearningCurve
 from leads.training.interrupted import Interrupted
 from leads.training.loggers import make_logger
+from leads.training.progress import TrainProgress, quiet_third_party
 
 ACCELERATORS = ("auto", "cpu", "cuda", "gpu", "mps")
 RUN_DIR_ENV = "LEADS_RUN_DIR"  # rank 0's run directory, inherited by the ranks DDP launches
@@ -55,6 +56,7 @@ class TrainedRun:
     train_seconds: float
     logger: Any
     is_global_zero: bool = True  # under DDP only rank 0 evaluates and writes results
+    best_val_rel_l2: float = float("nan")  # the in-domain validation error that chose best_ckpt
 
 
 def run_id_of(cfg: Mapping[str, Any]) -> str:
@@ -130,11 +132,11 @@ def trainer_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def data_and_model(cfg: Mapping[str, Any]) -> tuple[TrajectoryDataModule, Forecaster]:
-    """The data module (its files generated if missing) and a fresh model whose normalisation
-    is measured on the training split."""
+def data_and_model(cfg: Mapping[str, Any], progress: bool | None = None) -> tuple[TrajectoryDataModule, Forecaster]:
+    """The data module (its files generated if missing, with ``progress``) and a fresh model
+    whose normalisation is measured on the training split."""
     system = system_of(cfg)
-    dm = TrajectoryDataModule(system, cfg["data"])
+    dm = TrajectoryDataModule(system, cfg["data"], progress=None if progress else False)
     dm.prepare_data()
     dm.setup("fit")
     train_data = load_split(dm.paths["train"])
@@ -151,7 +153,7 @@ def train(cfg: RunConfig | Mapping[str, Any], resume: bool = False, progress: bo
     Args:
         cfg: the run configuration (``load_config``'s result, or its plain form).
         resume: continue the latest run of this configuration from its ``last.ckpt``.
-        progress: show Lightning's progress bar.
+        progress: show progress (a bar on a terminal, plain lines in a log; ``datasets/progress.py``).
         callbacks: added to Lightning's (benchmarks use them to trace validation error).
         test_curve: also score the in-domain test split at every validation, for learning-curve
             figures only (``<run>/curve.jsonl``; nothing selects on it).
@@ -174,10 +176,11 @@ def train(cfg: RunConfig | Mapping[str, Any], resume: bool = False, progress: bo
     if not child:
         save_config(cfg, run_dir / "config.yaml")
     os.environ[RUN_DIR_ENV] = str(run_dir)
+    quiet_third_party()
     pl.seed_everything(cfg["seed"], workers=True, verbose=False)
 
     try:
-        dm, module = data_and_model(cfg)
+        dm, module = data_and_model(cfg, progress)
     except KeyboardInterrupt:
         _discard_if_empty(run_dir, resume or child)
         raise Interrupted("data", run_dir, last, cfg=cfg) from None
@@ -200,10 +203,12 @@ def train(cfg: RunConfig | Mapping[str, Any], resume: bool = False, progress: bo
             num_sanity_val_steps=0,
             gradient_clip_val=tc["grad_clip"] or None,
             logger=logger if logger is not None else False,
-            callbacks=[clock, curve, ValidateLastStep(), checkpoint, last_checkpoint, *callbacks],
+            callbacks=[clock, curve, ValidateLastStep(), checkpoint, last_checkpoint,
+                       TrainProgress(f"{cfg['system_name']} {cfg['method']} seed {cfg['seed']}",
+                                     None if progress else False), *callbacks],
             plugins=[AtomicCheckpointIO()],
             use_distributed_sampler=False,  # the datamodule shards training batches itself (datasets/sharding.py)
-            enable_progress_bar=progress,
+            enable_progress_bar=False,  # TrainProgress counts steps, not epochs
             enable_model_summary=False,
             log_every_n_steps=min(50, tc["val_every"]),
             default_root_dir=str(run_dir),
@@ -218,11 +223,11 @@ def train(cfg: RunConfig | Mapping[str, Any], resume: bool = False, progress: bo
         seconds += _read_state(run_dir).get("train_seconds", 0.0)
     best_path = Path(checkpoint.best_model_path or last)
     best = Forecaster.load_from_checkpoint(str(best_path), map_location="cpu")
+    best_score = float(checkpoint.best_model_score if checkpoint.best_model_score is not None else float("nan"))
     if trainer.is_global_zero:
         _write_state(run_dir, {"train_seconds": seconds, "best_ckpt": str(best_path),
-                               "best_val_rel_l2": float(checkpoint.best_model_score or float("nan")),
-                               "global_step": trainer.global_step})
-    return TrainedRun(run_dir, run_id, best_path, best, seconds, logger, trainer.is_global_zero)
+                               "best_val_rel_l2": best_score, "global_step": trainer.global_step})
+    return TrainedRun(run_dir, run_id, best_path, best, seconds, logger, trainer.is_global_zero, best_score)
 
 
 def _test_split(cfg: RunConfig) -> tuple[torch.Tensor, Any, float]:

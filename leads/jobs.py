@@ -305,6 +305,13 @@ def _log_wandb(exp: Any, cfg: Mapping[str, Any], summary: dict[str, Any], figure
     flat = {f"test/{split}/{key}": e[key][0] for split, e in summary["splits"].items()
             for key in ("rel_l2", "mse", "rel_l2_extrap", "rel_l2_full")}
     flat.update({f"few_shot/{n}/k{k}": v[0] for n, by_k in summary["few_shot"].items() for k, v in by_k.items()})
+    # Per environment, one key per (split, environment): W&B's default workspace draws a panel
+    # per key with one bar per run, so methods compare environment by environment.
+    system = system_of(cfg)
+    labelled = [("in_domain", ev.in_domain, [env_label(e) for e in system.train_envs])]
+    labelled += [(n, r.scores, [env_label(e) for e in r.envs]) for n, r in ev.heldout.items()]
+    flat.update({f"test_env/{split}/{labels[e]}": m for split, scores, labels in labelled
+                 for e, (m, _) in scores.per_env("rel_l2").items()})
     # Validation numbers, for sweeps (configs/sweeps/): never tune on the test keys above.
     held_val = {f"heldout_val/{n}": r.adapted.best_val_rel_l2 for n, r in ev.heldout.items()
                 if np.isfinite(r.adapted.best_val_rel_l2)}

@@ -90,6 +90,8 @@ def test_wandb_offline_run_can_be_read_back(tmp_path, monkeypatch):
                 "figures/rollouts_in_domain", "figures/error_vs_time", "leaderboard"):
         assert any(k == key or k.startswith(key) for k in history), (key, sorted(history))
     assert any(k.startswith("val_env/") for k in history)
+    per_env = [k for k in got["summary"] if k.startswith("test_env/interp/")]
+    assert len(per_env) == 4 and all(got["summary"][k] > 0 for k in per_env)  # one per interp environment
     assert got["config"].get("method") == "lowrank"
     assert got["run"]["group"] == "lotka_volterra/quick" and got["run"]["job_type"] == "train"
     assert {"method:lowrank", "seed:0", "system:lotka_volterra", "profile:quick"} <= set(got["run"]["tags"])

@@ -1,4 +1,5 @@
-"""A tiny system with an exact solution, for testing datasets/ without the real physics.
+"""A tiny system with an exact solution, for testing datasets/ without the real physics, and
+``decay_data``: ready-made trajectories for adaptation tests.
 
 ``LinearDecay``: ``dx/dt = -a x``, ``dy/dt = -b y`` (pointwise on a ``grid x grid`` field when
 ``grid > 0``), solved in closed form, so generated data can be checked exactly.
@@ -84,3 +85,13 @@ def generate_in_child(data_cfg: dict, split: str, barrier: Any, queue: Any) -> N
     barrier.wait()
     status = prepare_split(system, data_cfg, split, progress=False)
     queue.put((status.generated, status.reason))
+
+
+def decay_data(n_env: int, n_traj: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Smooth 2-state trajectories ``(n_env, n_traj, 6, 2)`` with an environment-dependent rate,
+    and their times."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.linspace(0, 1, 6)
+    rate = 0.5 + torch.arange(n_env, dtype=torch.float32).view(-1, 1, 1, 1)
+    x0 = 1 + torch.rand(n_env, n_traj, 1, 2, generator=g)
+    return x0 * torch.exp(-rate * t.view(1, 1, -1, 1)), t

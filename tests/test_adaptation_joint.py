@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from fakes import decay_data
 from tiny import tiny_config
 
 from leads.config.loading import load_config
@@ -17,15 +18,6 @@ from leads.evaluation.adaptation import adapt_to_new_environments, split_environ
 from leads.evaluation.metrics import relative_l2
 from leads.evaluation.scoring import flatten_trajectories
 from leads.models.forecaster import Forecaster
-
-
-def decay_data(n_env: int, n_traj: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Smooth 2-state trajectories (n_env, n_traj, 6, 2) with an environment-dependent rate."""
-    g = torch.Generator().manual_seed(seed)
-    t = torch.linspace(0, 1, 6)
-    rate = 0.5 + torch.arange(n_env, dtype=torch.float32).view(-1, 1, 1, 1)
-    x0 = 1 + torch.rand(n_env, n_traj, 1, 2, generator=g)
-    return x0 * torch.exp(-rate * t.view(1, 1, -1, 1)), t
 
 
 def module_of(method: str, n_env: int = 3) -> Forecaster:

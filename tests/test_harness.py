@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from fakes import decay_data
 from tiny import tiny_config
 
 from leads.cli import main
@@ -41,20 +42,11 @@ ADAPTED = {
 ADAPT = {"shots": 2, "steps": 15, "lr": 1e-2, "weights_lr": 1e-2, "val_every": 1, "patience": 15, "init": "mean"}
 
 
-def _decay_data(n_env: int, n_traj: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Smooth 2-state trajectories (n_env, n_traj, 6, 2) with an environment-dependent rate."""
-    g = torch.Generator().manual_seed(seed)
-    t = torch.linspace(0, 1, 6)
-    rate = 0.5 + torch.arange(n_env, dtype=torch.float32).view(-1, 1, 1, 1)
-    x0 = 1 + torch.rand(n_env, n_traj, 1, 2, generator=g)
-    return x0 * torch.exp(-rate * t.view(1, 1, -1, 1)), t
-
-
 def _module(method: str) -> Forecaster:
     torch.manual_seed(0)
     cfg = load_config("lotka_volterra", "quick", [f"method={method}", "model.width=8", "model.depth=2"])
     module = Forecaster(cfg, (2,), ["a", "b", "c"])
-    states, t = _decay_data(3, 2, seed=1)
+    states, t = decay_data(3, 2, seed=1)
     module.fit_normalization(states.flatten(0, 1), t)
     return module
 
@@ -63,7 +55,7 @@ def _module(method: str) -> Forecaster:
 def test_adaptation_changes_only_the_environment_parameters(method):
     module = _module(method)
     before = {k: v.clone() for k, v in module.state_dict().items()}
-    states, t = _decay_data(2, 2, seed=2)
+    states, t = decay_data(2, 2, seed=2)
     adapted = adapt_to_new_environments(module, states, states, t, ["x", "y"], ADAPT)
 
     assert all(torch.equal(v, module.state_dict()[k]) for k, v in before.items()), "the trained model changed"
@@ -90,7 +82,7 @@ def test_adaptation_changes_only_the_environment_parameters(method):
 
 def test_adaptation_fits_only_the_first_k_trajectories():
     module = _module("lowrank")
-    states, t = _decay_data(2, 3, seed=3)
+    states, t = decay_data(2, 3, seed=3)
     poisoned = states.clone()
     poisoned[:, 1:] = float("nan")  # trajectories beyond k=1 must never be read
     a = adapt_to_new_environments(module, poisoned, states[:, :1], t, ["x", "y"], {**ADAPT, "shots": 1})
@@ -104,7 +96,7 @@ def test_a_step_that_makes_the_loss_non_finite_is_undone_at_a_lower_learning_rat
     # Whole networks moved by lr=1e3 blow a rollout up at the second step; adaptation used to
     # stop there. It must restore the last finite weights, lower the rate and carry on.
     module = _module(method)
-    states, t = _decay_data(2, 2, seed=2)
+    states, t = decay_data(2, 2, seed=2)
     cfg = {**ADAPT, "weights_lr": 1e3, "steps": 40, "init": "default"}
     adapted = adapt_to_new_environments(module, states, states, t, ["x", "y"], cfg)
     backtracks = math.log(cfg["weights_lr"] / adapted.lr, BACKTRACK_FACTOR)
@@ -117,7 +109,7 @@ def test_a_step_that_makes_the_loss_non_finite_is_undone_at_a_lower_learning_rat
 
 @pytest.mark.parametrize("method", ["lowrank", "coda", "lora", "per_env", "leads"])
 def test_contexts_adapt_at_lr_and_weight_tensors_at_weights_lr(method):
-    states, t = _decay_data(2, 2, seed=2)
+    states, t = decay_data(2, 2, seed=2)
     cfg = {**ADAPT, "lr": 3e-3, "weights_lr": 7e-4, "steps": 3, "optimizer": "adam"}
     adapted = adapt_to_new_environments(_module(method), states, states, t, ["x", "y"], cfg)
     assert adapted.lr == (7e-4 if method in ("lora", "per_env", "leads") else 3e-3)
@@ -126,7 +118,7 @@ def test_contexts_adapt_at_lr_and_weight_tensors_at_weights_lr(method):
 
 @pytest.mark.parametrize("method", ["lowrank", "coda", "lora", "per_env", "leads"])
 def test_auto_optimizer_is_lbfgs_for_contexts_and_adam_for_weight_tensors(method):
-    states, t = _decay_data(2, 2, seed=2)
+    states, t = decay_data(2, 2, seed=2)
     cfg = {**ADAPT, "steps": 12, "optimizer": "auto"}
     adapted = adapt_to_new_environments(_module(method), states, states, t, ["x", "y"], cfg)
     contexts = method in ("lowrank", "coda")
@@ -137,7 +129,7 @@ def test_auto_optimizer_is_lbfgs_for_contexts_and_adam_for_weight_tensors(method
 
 def test_lbfgs_fits_contexts_in_fewer_steps_than_adam():
     # The reason it is the default for contexts: same data, same step budget.
-    states, t = _decay_data(2, 2, seed=2)
+    states, t = decay_data(2, 2, seed=2)
     cfg = {**ADAPT, "steps": 8, "patience": 8}
     lbfgs = adapt_to_new_environments(_module("lowrank"), states, states, t, ["x", "y"], {**cfg, "optimizer": "lbfgs"})
     adam = adapt_to_new_environments(_module("lowrank"), states, states, t, ["x", "y"], {**cfg, "optimizer": "adam"})
@@ -163,14 +155,14 @@ def test_lbfgs_step_gets_its_line_search():
 
 
 def test_unknown_adaptation_optimizer_is_one_line():
-    states, t = _decay_data(2, 2, seed=2)
+    states, t = decay_data(2, 2, seed=2)
     with pytest.raises(UserError, match="adapt.optimizer 'sgd'.*auto, adam, lbfgs"):
         adapt_to_new_environments(_module("lowrank"), states, states, t, ["x", "y"], {**ADAPT, "optimizer": "sgd"})
 
 
 @pytest.mark.parametrize("shots", [0, 4, -1])
 def test_adaptation_rejects_impossible_shot_counts(shots):
-    states, t = _decay_data(2, 3, seed=3)
+    states, t = decay_data(2, 3, seed=3)
     with pytest.raises(UserError, match="shots"):
         adapt_to_new_environments(_module("lowrank"), states, states, t, ["x", "y"], {**ADAPT, "shots": shots})
 

@@ -59,10 +59,11 @@ def test_latest_checkpoint_is_the_newest_finished_run_of_the_profile(tmp_path):
 
 
 def test_on_check_sees_every_validation_and_its_time_is_not_counted():
-    from test_harness import ADAPT, _decay_data, _module
+    from fakes import decay_data
+    from test_harness import ADAPT, _module
 
     module = _module("lowrank")
-    states, t = _decay_data(2, 2, seed=2)
+    states, t = decay_data(2, 2, seed=2)
     calls: list[tuple[int, torch.Tensor]] = []
 
     def on_check(step, current):

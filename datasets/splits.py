@@ -85,7 +85,10 @@ def parse_split(split: str) -> tuple[str, str | None]:
 def physics_config(system: System, cfg: DataConfig) -> dict[str, Any]:
     """What every split of a dataset shares; its hash names the cache directory."""
     sys_cfg = {k: v for k, v in system.config.items() if k != "heldout"}
-    return {"system": system.name, "system_config": sys_cfg, "data_seed": cfg.seed}
+    out = {"system": system.name, "system_config": sys_cfg, "data_seed": cfg.seed}
+    if system.data_version != 1:  # version 1 is implicit: caches made before versioning stay valid
+        out["data_version"] = system.data_version
+    return out
 
 
 def physics_hash(system: System, cfg: DataConfig) -> str:

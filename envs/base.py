@@ -63,6 +63,10 @@ class System(ABC):
     # (environment parameters or ``constants``); ``term_<name>(t, u, values)`` computes it.
     terms: ClassVar[dict[str, tuple[str, ...]]] = {}
     constants: ClassVar[tuple[str, ...]] = ()  # config keys that are physical parameters (D_u, ...)
+    # Bump when a change to the equations, initial conditions or solver changes the data a config
+    # produces: it is part of the cache directory's hash, so cached data of the old version are
+    # never read as the new one (and never overwritten). 1 is the version before versioning.
+    data_version: ClassVar[int] = 1
 
     def __init__(self, **overrides: Any) -> None:
         unknown = sorted(set(overrides) - set(self.defaults))

@@ -19,7 +19,7 @@ from leads.datasets.cache import ensure_dataset, ensure_split, prepare_split
 from leads.datasets.config import parse_data_config
 from leads.datasets.generate import generate_states
 from leads.datasets.h5 import FORMAT_VERSION, describe_split, load_split
-from leads.datasets.splits import split_names, split_path, split_spec
+from leads.datasets.splits import physics_config, split_names, split_path, split_spec
 from leads.envs.errors import UserError
 
 ALL = ["train", "val", "test"] + [f"{k}_{s}" for s in ("interp", "extrap") for k in ("adapt", "val", "test")]
@@ -170,6 +170,29 @@ def test_physics_or_seed_change_uses_a_new_directory(tmp_path):
     other_seed = ensure_split(LinearDecay(), make_cfg(tmp_path, seed=4), "train", progress=False)
     assert other_seed.parent != base.parent
     assert not torch.equal(load_split(other_seed).states, load_split(base).states)
+
+
+def test_a_changed_equation_with_a_new_data_version_never_reads_or_replaces_old_data(tmp_path):
+    class FasterDecay(LinearDecay):  # the same system after a change to its equations
+        data_version = 2
+
+        def _rates(self, params):
+            return 2 * super()._rates(params)
+
+    cfg = make_cfg(tmp_path)
+    old_path = ensure_split(LinearDecay(), cfg, "train", progress=False)
+    old = load_split(old_path).states.clone()
+    new_path = ensure_split(FasterDecay(), cfg, "train", progress=False)
+    assert new_path.parent != old_path.parent and old_path.is_file()
+    assert torch.equal(load_split(old_path).states, old)  # untouched
+    seeds = load_split(new_path)
+    params = torch.tensor([[e["a"], e["b"]] for e in LinearDecay.defaults["train_envs"]], dtype=torch.float64)
+    expected = exact_states(LinearDecay(), 2 * params, seeds.seeds, seeds.t)
+    np.testing.assert_allclose(seeds.states.numpy(), expected, rtol=1e-6)
+    # version 1 is implicit, so the directories of data cached before versioning keep their hash
+    data_cfg = parse_data_config(cfg)
+    assert "data_version" not in physics_config(LinearDecay(), data_cfg)
+    assert physics_config(FasterDecay(), data_cfg)["data_version"] == 2
 
 
 def test_custom_heldout_set_is_cached_like_named_ones(tmp_path):

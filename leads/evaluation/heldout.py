@@ -189,11 +189,11 @@ def evaluate_heldout(module: Forecaster, cfg: Mapping[str, Any], name: str, envs
     adapted = adapt_to_new_environments(module, adapt.states, val.states, t, [env_label(e) for e in envs],
                                         cfg["adapt"], shots, envs=envs, progress=progress, label=name)
     del adapt, val
-    return _scored(module, cfg, name, envs, adapted, keep_test, progress)
+    return _scored(cfg, name, envs, adapted, keep_test, progress)
 
 
-def _scored(module: Forecaster, cfg: Mapping[str, Any], name: str, envs: list[Env], adapted: Adapted,
-            keep_test: bool, progress: bool | None) -> SetResult:
+def _scored(cfg: Mapping[str, Any], name: str, envs: list[Env], adapted: Adapted, keep_test: bool,
+            progress: bool | None) -> SetResult:
     from leads.datasets.progress import announce
 
     system = system_of(cfg)
@@ -250,5 +250,5 @@ def evaluate_heldout_sets(module: Forecaster, cfg: Mapping[str, Any], sets: Mapp
         adapted = dataclasses.replace(
             joint_adapted, module=part, seconds=joint_adapted.seconds * len(rows) / len(all_envs),
             best_val_rel_l2=float(sum(mine) / len(mine)) if mine else math.nan, val_rel_l2_per_env=mine)
-        out[name] = _scored(module, cfg, name, envs, adapted, keep_test, progress)
+        out[name] = _scored(cfg, name, envs, adapted, keep_test, progress)
     return out

@@ -16,6 +16,8 @@ import sys
 import time
 from typing import Any, TextIO
 
+from leads.envs.errors import UserError
+
 PLAIN_EVERY_S = 30.0
 MODES = ("bar", "lines", "off")
 
@@ -26,8 +28,6 @@ def progress_mode(enabled: bool | None = None, stream: TextIO | None = None) -> 
     forced = os.environ.get("LEADS_PROGRESS", "").strip().lower()
     if forced:
         if forced not in MODES:
-            from leads.envs.errors import UserError
-
             raise UserError(f"LEADS_PROGRESS={forced!r} is not one of {', '.join(MODES)}; unset it or choose one")
         return forced
     if enabled is False:

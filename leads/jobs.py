@@ -70,7 +70,7 @@ def resolve_device(cfg: Mapping[str, Any]) -> torch.device:
 def evaluate_in_domain(module: Forecaster, cfg: Mapping[str, Any],
                        progress: bool | None = None) -> tuple[Scores, Trajectories]:
     system = system_of(cfg)
-    data = load_split(ensure_split(system, cfg["data"], "test", progress=None if progress else False))
+    data = load_split(ensure_split(system, cfg["data"], "test", progress=progress))
     announce(f"scoring in-domain: {data.states.shape[0] * data.states.shape[1]} test trajectories", progress)
     return score(module, data.states, data.t, system.horizon), data
 

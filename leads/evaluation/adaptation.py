@@ -111,12 +111,11 @@ def adapt_to_new_environments(
     params = new.env_parameters()
     n_per_env = sum(p.numel() for p in params) // len(env_names)
     xv, envv = (a.to(device) for a in flatten_trajectories(val_states))
+    n_env = len(env_names)
     if not params:  # zero-shot method: nothing to fit, its validation error is still reported
-        with torch.no_grad():
-            err = relative_l2(new.eval()(xv[:, 0], t.to(device, xv.dtype), envv), xv).double()
-        by_env = [float(err[envv == e].mean()) for e in range(len(env_names))]
-        return Adapted(new.eval(), 0, 0, time.perf_counter() - start, float(sum(by_env) / len(by_env)), 0, shots,
-                       val_rel_l2_per_env=by_env)
+        by_env = _val_errors_by_env(new, xv, t.to(device, xv.dtype), envv, n_env)
+        return Adapted(new.eval(), 0, 0, time.perf_counter() - start, float(by_env.mean()), 0, shots,
+                       val_rel_l2_per_env=by_env.tolist())
     for p in params:
         p.requires_grad_(True)
 
@@ -142,23 +141,17 @@ def adapt_to_new_environments(
         return loss
 
     excluded = 0.0
-    n_env = len(env_names)
     per_env = stacked_by_environment(params, n_env)
 
     def val_errors(step: int) -> torch.Tensor:
         """``(n_env,)`` mean validation relative L2 per environment (inf where not finite)."""
         nonlocal excluded
-        new.eval()
-        with torch.no_grad():
-            err = relative_l2(new(xv[:, 0], t, envv), xv).double()
-        err = torch.where(torch.isfinite(err), err, torch.full_like(err, math.inf))
-        counts = torch.bincount(envv, minlength=n_env).clamp_min(1).double()
-        by_env = err.new_zeros(n_env).index_add(0, envv, err) / counts
+        by_env = _val_errors_by_env(new, xv, t, envv, n_env)
         if on_check is not None:
             paused = time.perf_counter()
             on_check(step, new)
             excluded += time.perf_counter() - paused
-        return by_env.cpu()
+        return by_env
 
     best = val_errors(0)  # per environment: the error of the row kept so far
     best_state, best_step, step = _snapshot(params), 0, 0
@@ -247,6 +240,18 @@ def split_environments(module: Forecaster, adapted: Forecaster, groups: list[lis
             p.requires_grad_(False)
         out.append(part.eval())
     return out
+
+
+def _val_errors_by_env(module: Forecaster, xv: torch.Tensor, t: torch.Tensor, envv: torch.Tensor,
+                       n_env: int) -> torch.Tensor:
+    """``(n_env,)`` float64 on the CPU: each environment's mean validation relative L2 (inf where
+    a rollout is not finite)."""
+    module.eval()
+    with torch.no_grad():
+        err = relative_l2(module(xv[:, 0], t, envv), xv).double()
+    err = torch.where(torch.isfinite(err), err, torch.full_like(err, math.inf))
+    counts = torch.bincount(envv, minlength=n_env).clamp_min(1).double()
+    return (err.new_zeros(n_env).index_add(0, envv, err) / counts).cpu()
 
 
 def _loss(module: Forecaster, x: torch.Tensor, t: torch.Tensor, env: torch.Tensor) -> torch.Tensor:

@@ -215,11 +215,14 @@ def evaluate_heldout_sets(module: Forecaster, cfg: Mapping[str, Any], sets: Mapp
     Each set's ``Adapted`` then reports the joint steps, its share of the joint seconds (in
     proportion to its number of environments) and its own environments' validation error."""
     sets = dict(sets)
-    joint = bool(cfg["adapt"].get("joint", True)) and len(sets) > 1 and \
-        stacked_by_environment(module.env_parameters(), len(module.env_names))
-    if not joint:
+
+    def one_by_one() -> dict[str, SetResult]:
         return {name: evaluate_heldout(module, cfg, name, envs, shots, keep_test, progress)
                 for name, envs in sets.items()}
+
+    if not (cfg["adapt"].get("joint", True) and len(sets) > 1 and
+            stacked_by_environment(module.env_parameters(), len(module.env_names))):
+        return one_by_one()
     system = system_of(cfg)
     adapt = {n: _load(system, cfg, f"adapt_{n}", n, e) for n, e in sets.items()}
     val = {n: _load(system, cfg, f"val_{n}", n, e) for n, e in sets.items()}
@@ -229,8 +232,7 @@ def evaluate_heldout_sets(module: Forecaster, cfg: Mapping[str, Any], sets: Mapp
         len({v.states.shape[1:] for v in val.values()}) == 1 and \
         all(np.array_equal(d.t, first.t) for d in [*adapt.values(), *val.values()])
     if not same:
-        return {name: evaluate_heldout(module, cfg, name, envs, shots, keep_test, progress)
-                for name, envs in sets.items()}
+        return one_by_one()
     all_envs = [e for envs in sets.values() for e in envs]
     t = torch.as_tensor(first.t, dtype=first.states.dtype)
     joint_adapted = adapt_to_new_environments(

@@ -136,7 +136,7 @@ def data_and_model(cfg: Mapping[str, Any], progress: bool | None = None) -> tupl
     """The data module (its files generated if missing, with ``progress``) and a fresh model
     whose normalisation is measured on the training split."""
     system = system_of(cfg)
-    dm = TrajectoryDataModule(system, cfg["data"], progress=None if progress else False)
+    dm = TrajectoryDataModule(system, cfg["data"], progress=progress)
     dm.prepare_data()
     dm.setup("fit")
     train_data = load_split(dm.paths["train"])
@@ -205,7 +205,7 @@ def train(cfg: RunConfig | Mapping[str, Any], resume: bool = False, progress: bo
             logger=logger if logger is not None else False,
             callbacks=[clock, curve, ValidateLastStep(), checkpoint, last_checkpoint,
                        TrainProgress(f"{cfg['system_name']} {cfg['method']} seed {cfg['seed']}",
-                                     None if progress else False), *callbacks],
+                                     progress), *callbacks],
             plugins=[AtomicCheckpointIO()],
             use_distributed_sampler=False,  # the datamodule shards training batches itself (datasets/sharding.py)
             enable_progress_bar=False,  # TrainProgress counts steps, not epochs

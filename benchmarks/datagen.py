@@ -3,7 +3,7 @@
     python benchmarks/datagen.py [--batch 128] [--n-ref 8] [--repeat 2] [--systems gray_scott navier_stokes ...]
 
 For each system, at its protocol (training environments, train horizon T and test horizon 2T):
-- ours: ``system.sample_initial_states`` + ``system.solve`` on ``--batch`` trajectories at once;
+- ours: ``system.initial_states`` + ``system.solve`` on ``--batch`` trajectories at once;
 - reference: what the LEADS/CoDA/GEPS code does. For Gray-Scott and the ODEs: scipy ``solve_ivp``
   RK45 at default tolerances, one trajectory at a time, on a numpy right-hand side. For
   Navier-Stokes: their batched torch scheme (Crank-Nicolson diffusion, forward-Euler advection,
@@ -59,7 +59,7 @@ def best_of(repeat: int, fn):
 
 def generate(system, seeds: list[int], params: torch.Tensor, t: np.ndarray) -> torch.Tensor:
     """What dataset generation does: initial states, then one batched solve."""
-    return system.solve(system.sample_initial_states(seeds), params, t)
+    return system.solve(system.initial_states(seeds, params), params, t)
 
 
 def scipy_one_at_a_time(f, u0: torch.Tensor, params: torch.Tensor, t: np.ndarray, **kw) -> np.ndarray:
@@ -92,7 +92,7 @@ def bench_scipy_reference(
     for horizon in (system.horizon, 2 * system.horizon):
         t = system.times(horizon)
         seeds, params = batch(system, n_batch)
-        u0_ref = system.sample_initial_states(seeds[:n_ref])
+        u0_ref = system.initial_states(seeds[:n_ref], params[:n_ref])
         truth = dop853(rhs_np, u0_ref, params[:n_ref], t)
         y_ref, secs = best_of(repeat, partial(scipy_one_at_a_time, rhs_np, u0_ref, params[:n_ref], t, method="RK45"))
         ref = stats(n_ref, secs, y_ref, truth)

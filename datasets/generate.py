@@ -37,8 +37,8 @@ def generate_states(
                   start_line=False) as bar:
         for start in range(0, len(flat_seeds), batch_size):
             rows = slice(start, min(start + batch_size, len(flat_seeds)))
-            u0 = system.sample_initial_states([int(s) for s in flat_seeds[rows]]).to(device)
             p = params[flat_env[rows]].to(device)
+            u0 = system.initial_states([int(s) for s in flat_seeds[rows]], p, device)
             sol = system.solve(u0, p, spec.t)
             expected = (len(u0), n_t, *shape)
             if tuple(sol.shape) != expected:

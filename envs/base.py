@@ -156,8 +156,24 @@ class System(ABC):
 
     @abstractmethod
     def sample_initial_states(self, seeds: Sequence[int]) -> torch.Tensor:
-        """One initial state per seed, float64, ``(len(seeds), *state_shape)``.
-        The same seed always gives the same state, on every device."""
+        """One initial state per seed, float64, ``(len(seeds), *state_shape)``, before any
+        warm-up. The same seed always gives the same state, on every device."""
+
+    def initial_states(self, seeds: Sequence[int], params: torch.Tensor,
+                       device: torch.device | str | None = None) -> torch.Tensor:
+        """The initial states of trajectories whose parameter rows are ``params``.
+
+        Args:
+            seeds: one initial-condition seed per trajectory.
+            params: ``(len(seeds), n_params)`` parameter rows.
+            device: where to compute (a warm-up, the costly part, runs there).
+
+        Returns:
+            ``(len(seeds), *state_shape)`` float64 on ``device``. By default the seed alone decides
+            (``sample_initial_states``); systems whose states come out of a warm-up under each
+            trajectory's own equations (the turbulent flows) override this.
+        """
+        return self.sample_initial_states(seeds).to(device)
 
     def rhs(self, t: float | torch.Tensor, u: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """``du/dt`` for a batch: ``u`` is ``(B, *state_shape)``, ``params`` is ``(B, n_params)``;

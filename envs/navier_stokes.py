@@ -10,9 +10,8 @@ forward-Euler scheme is first order and needs dt=1e-3, ETDRK4 is fourth order an
 relative error at a 50x longer step (benchmarks/datagen.py).
 
 Initial vorticity: the Gaussian random field of the FNO/LEADS code (α=2.5, τ=7), one generator per
-seed, then ``warmup`` time units (protocol: 30) of the same equation at ν=``warmup_nu``.
-The reference warms up with each environment's own ν; we use one ν so that a seed gives the same
-initial state in every environment (the interface draws states before knowing the environment).
+seed, then ``warmup`` time units (protocol: 30) of the trajectory's own equation (its ν), as the
+reference does. Data version 2: version 1 warmed every environment up at one ν.
 """
 
 from __future__ import annotations
@@ -37,6 +36,7 @@ class NavierStokes(System):
     name = "navier_stokes"
     param_names = ("nu",)
     state_names = ("w",)
+    data_version = 2  # the warm-up runs at each trajectory's own viscosity
     defaults: dict[str, Any] = {
         "size": 32,
         "forcing_amplitude": 0.1,
@@ -44,7 +44,6 @@ class NavierStokes(System):
         "ic_tau": 7.0,
         # Protocol value. It costs 3x the training horizon (1.5x the test one) in solver time.
         "warmup": 30.0,
-        "warmup_nu": 1e-3,
         "train_envs": _envs((0.8e-3, 0.9e-3, 1.0e-3, 1.1e-3, 1.2e-3)),
         "heldout": {
             "interp": _envs((0.85e-3, 0.95e-3, 1.05e-3, 1.15e-3)),
@@ -70,7 +69,7 @@ class NavierStokes(System):
     def _check_config(self) -> None:
         super()._check_config()
         c = self.config
-        positive = ("ic_tau", "warmup_nu", "solver_dt")
+        positive = ("ic_tau", "solver_dt")
         non_negative = ("forcing_amplitude", "ic_alpha", "warmup")
         for key in positive + non_negative:
             v = c[key]
@@ -94,18 +93,23 @@ class NavierStokes(System):
             f"pseudo-spectral, 2/3 dealiasing, ETDRK4 (Cox-Matthews, Kassam-Trefethen contour "
             f"coefficients), float64, step <= {self.config['solver_dt']}; initial states: GRF "
             f"(alpha={self.config['ic_alpha']}, tau={self.config['ic_tau']}) warmed up "
-            f"{self.config['warmup']} at nu={self.config['warmup_nu']}"
+            f"{self.config['warmup']} under each trajectory's own equation"
         )
 
     def sample_initial_states(self, seeds: Sequence[int], device: torch.device | str | None = None) -> torch.Tensor:
-        """Random fields warmed up on ``device`` (where the warm-up, the costly part, runs)."""
-        w0 = torch.stack([self.random_field(s) for s in seeds]) if len(seeds) else torch.zeros(0, *self.state_shape)
-        w0 = w0.to(device)
+        """The random fields of ``seeds``, before warm-up."""
+        if not len(seeds):
+            return torch.zeros(0, *self.state_shape, dtype=torch.float64, device=device)
+        return torch.stack([self.random_field(s) for s in seeds]).to(device)
+
+    def initial_states(self, seeds: Sequence[int], params: torch.Tensor,
+                       device: torch.device | str | None = None) -> torch.Tensor:
+        """The random fields warmed up for ``warmup`` time units under each row's own ν."""
+        w0 = self.sample_initial_states(seeds, device)
         T = float(self.config["warmup"])
         if T == 0 or len(seeds) == 0:
             return w0
-        nu = torch.full((len(seeds), 1), float(self.config["warmup_nu"]), dtype=torch.float64, device=w0.device)
-        return self.solve(w0, nu, np.array([0.0, T]))[:, -1]
+        return self.solve(w0, params.to(w0.device), np.array([0.0, T]))[:, -1]
 
     def random_field(self, seed: int) -> torch.Tensor:
         """The reference code's Gaussian random field, ``(1, n, n)`` float64, before warm-up:

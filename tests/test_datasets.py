@@ -431,6 +431,7 @@ def test_real_system_round_trip(tmp_path, name):
         data = load_split(status.path)
         assert status.generated and torch.isfinite(data.states).all()
         assert data.states.shape[2:] == (len(data.t), *system.state_shape)
-        u0 = system.sample_initial_states(data.seeds.reshape(-1).tolist()).float()
+        params = data.params.repeat_interleave(data.seeds.shape[1], dim=0)
+        u0 = system.initial_states(data.seeds.reshape(-1).tolist(), params).float()
         torch.testing.assert_close(data.states[:, :, 0].reshape(u0.shape), u0)
         assert not prepare_split(system, cfg, split, progress=False).generated

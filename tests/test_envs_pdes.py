@@ -315,16 +315,19 @@ def test_navier_stokes_batched_equals_one_at_a_time(ns_batch):
         )
 
 
-def test_navier_stokes_initial_states_are_determined_by_seed():
+def test_navier_stokes_initial_states_are_determined_by_seed_and_warmed_up_per_environment():
     ns = NavierStokes(warmup=2.0)
-    a, b = ns.sample_initial_states([4, 9]), ns.sample_initial_states([9, 4])
+    nu = torch.tensor([[0.8e-3], [1.2e-3]], dtype=torch.float64)
+    a, b = ns.initial_states([4, 9], nu), ns.initial_states([9, 4], nu.flip(0))
     torch.testing.assert_close(a, b.flip(0), rtol=0, atol=1e-13)
     assert not torch.allclose(a[0], a[1])
     assert a.shape == (2, 1, 32, 32) and a.dtype == torch.float64
-    # The warm-up is the same equation at warmup_nu.
+    # The warm-up is the trajectory's own equation: one seed, two viscosities, two states.
     w = ns.random_field(4)[None]
-    nu = torch.tensor([[ns.config["warmup_nu"]]], dtype=torch.float64)
-    torch.testing.assert_close(a[:1], ns.solve(w, nu, np.array([0.0, 2.0]))[:, -1])
+    torch.testing.assert_close(a[:1], ns.solve(w, nu[:1], np.array([0.0, 2.0]))[:, -1])
+    other = ns.initial_states([4], nu[1:])
+    assert (other - a[:1]).abs().max() > 1e-6
+    torch.testing.assert_close(ns.sample_initial_states([4]), w, rtol=0, atol=0)
 
 
 def test_navier_stokes_random_field_has_the_reference_spectrum():
@@ -355,7 +358,7 @@ def test_navier_stokes_protocol_and_registry():
         {"train_envs": [{"nu": -1e-3}]},
         {"train_envs": [{"nu": 0.0}]},
         {"heldout": {"extrap": [{"nu": float("nan")}]}},
-        {"warmup_nu": -1e-3},
+        {"ic_tau": -1.0},
         {"warmup": -1.0},
         {"solver_dt": 0.0},
         {"size": 31},

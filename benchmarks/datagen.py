@@ -58,8 +58,8 @@ def best_of(repeat: int, fn):
 
 
 def generate(system, seeds: list[int], params: torch.Tensor, t: np.ndarray) -> torch.Tensor:
-    """What dataset generation does: initial states, then one batched solve."""
-    return system.solve(system.initial_states(seeds, params), params, t)
+    """What dataset generation does: ``system.generate`` (initial states, then one batched solve)."""
+    return system.generate(seeds, params, t)
 
 
 def scipy_one_at_a_time(f, u0: torch.Tensor, params: torch.Tensor, t: np.ndarray, **kw) -> np.ndarray:

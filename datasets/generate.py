@@ -1,4 +1,4 @@
-"""Solve every (environment, trajectory) of a split in batches through ``system.solve``."""
+"""Solve every (environment, trajectory) of a split in batches through ``system.generate``."""
 
 from __future__ import annotations
 
@@ -38,16 +38,15 @@ def generate_states(
         for start in range(0, len(flat_seeds), batch_size):
             rows = slice(start, min(start + batch_size, len(flat_seeds)))
             p = params[flat_env[rows]].to(device)
-            u0 = system.initial_states([int(s) for s in flat_seeds[rows]], p, device)
-            sol = system.solve(u0, p, spec.t)
-            expected = (len(u0), n_t, *shape)
+            sol = system.generate([int(s) for s in flat_seeds[rows]], p, spec.t, device)
+            expected = (len(p), n_t, *shape)
             if tuple(sol.shape) != expected:
                 raise RuntimeError(
                     f"{system.name}.solve returned shape {tuple(sol.shape)}, expected {expected}"
                 )
             # Checked after the cast: values finite in float64 can still overflow float32.
             sol32 = sol.detach().to(torch.float32).cpu()
-            bad = ~torch.isfinite(sol32.reshape(len(u0), -1)).all(dim=1)
+            bad = ~torch.isfinite(sol32.reshape(len(p), -1)).all(dim=1)
             if bad.any():
                 row = start + int(bad.nonzero()[0, 0])
                 raise UserError(
@@ -56,5 +55,5 @@ def generate_states(
                     "change this environment's parameters, dt or the solver step"
                 )
             out[rows] = sol32.numpy()
-            bar.update(len(u0))
+            bar.update(len(p))
     return out.reshape(n_env, n_traj, n_t, *shape)

@@ -175,6 +175,24 @@ class System(ABC):
         """
         return self.sample_initial_states(seeds).to(device)
 
+    def generate(self, seeds: Sequence[int], params: torch.Tensor, t: np.ndarray,
+                 device: torch.device | str | None = None) -> torch.Tensor:
+        """The observed trajectories of a dataset: what ``datasets.generate`` stores.
+
+        Args:
+            seeds: one initial-condition seed per trajectory.
+            params: ``(len(seeds), n_params)`` parameter rows.
+            t: observation times, ``t[0]`` the time of the initial state.
+            device: where to compute.
+
+        Returns:
+            ``(len(seeds), len(t), *state_shape)`` float64 on ``device``. By default
+            ``solve(initial_states(...))``; a system that solves on a finer grid than it observes
+            (burgers, kolmogorov) overrides this to filter the fine trajectory, since the fine
+            state cannot be recovered from an observed one.
+        """
+        return self.solve(self.initial_states(seeds, params, device), params.to(device), t)
+
     def rhs(self, t: float | torch.Tensor, u: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """``du/dt`` for a batch: ``u`` is ``(B, *state_shape)``, ``params`` is ``(B, n_params)``;
         the sum of every term of ``terms`` (the equations are written once, as terms)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from leads.envs.base import Env, System
+from leads.envs.burgers import Burgers
 from leads.envs.errors import UserError
 from leads.envs.glycolytic_oscillator import GlycolyticOscillator
 from leads.envs.gray_scott import GrayScott
@@ -17,7 +18,7 @@ from leads.envs.navier_stokes import NavierStokes
 from leads.envs.pendulum import Pendulum
 
 SYSTEMS: dict[str, type[System]] = {
-    cls.name: cls for cls in (LotkaVolterra, GlycolyticOscillator, GrayScott, NavierStokes, Pendulum)
+    cls.name: cls for cls in (LotkaVolterra, GlycolyticOscillator, GrayScott, NavierStokes, Pendulum, Burgers)
 }
 
 

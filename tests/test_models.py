@@ -10,7 +10,7 @@ from torch import nn
 
 from leads.envs.errors import UserError
 from leads.models.adapters import Cond
-from leads.models.layers import Linear, Op, PeriodicConv2d, SpectralConv2d
+from leads.models.layers import Linear, Op, PeriodicConv1d, PeriodicConv2d, SpectralConv1d, SpectralConv2d
 from leads.models.methods import METHODS, build_model
 
 N_ENVS = 3
@@ -18,6 +18,8 @@ SMALL = {
     "mlp": ({"name": "mlp", "width": 16, "depth": 3}, (3,)),
     "conv": ({"name": "conv", "width": 6, "depth": 3}, (2, 8, 8)),
     "fno": ({"name": "fno", "width": 5, "depth": 2, "modes": 3, "proj_width": 7}, (2, 8, 8)),
+    "conv1d": ({"name": "conv", "width": 6, "depth": 3}, (2, 12)),
+    "fno1d": ({"name": "fno", "width": 5, "depth": 2, "modes": 3, "proj_width": 7}, (1, 12)),
 }
 ADAPTERS = ("lowrank", "coda", "lora")
 ALL = [(m, b) for m in METHODS for b in SMALL]
@@ -56,10 +58,11 @@ def erm_twin(model: nn.Module, backbone: str) -> nn.Module:
 
 
 @pytest.mark.parametrize("op", [Linear(4, 3), PeriodicConv2d(4, 3, 3), PeriodicConv2d(4, 3, 1),
-                                SpectralConv2d(4, 3, 2)])
+                                SpectralConv2d(4, 3, 2), PeriodicConv1d(4, 3, 3), PeriodicConv1d(4, 3, 1),
+                                SpectralConv1d(4, 3, 2)])
 def test_per_sample_op_with_equal_weights_equals_shared_op(op: Op) -> None:
     torch.manual_seed(0)
-    x = torch.randn(5, 4, *([6, 6] if op.n_spatial else []), dtype=torch.float64)
+    x = torch.randn(5, 4, *([6] * op.n_spatial), dtype=torch.float64)
     w = op.init_weight(3, dtype=torch.float64)
     assert torch.allclose(op.per_sample(x, w.expand(5, *w.shape)), op(x, w), atol=1e-12)
     # and per-sample weights really are per sample
@@ -90,6 +93,27 @@ def test_spectral_conv_multiplies_kept_modes_and_drops_the_rest() -> None:
         y = op(x, weight)[0, 0]
         want = {"x2": 2 * torch.cos(theta), "i": -torch.sin(theta), "zero": 0 * theta}[expect]
         assert torch.allclose(y, want, atol=1e-12), (kx, ky)
+
+
+def test_periodic_conv1d_matches_torch_circular_conv() -> None:
+    torch.manual_seed(0)
+    ref = nn.Conv1d(3, 4, 5, padding=2, padding_mode="circular", bias=False).double()
+    x = torch.randn(2, 3, 9, dtype=torch.float64)
+    assert torch.allclose(PeriodicConv1d(3, 4, 5)(x, ref.weight), ref(x), atol=1e-12)
+
+
+def test_spectral_conv1d_multiplies_kept_modes_and_drops_the_rest() -> None:
+    n, m = 16, 3
+    op = SpectralConv1d(1, 1, m)
+    weight = torch.zeros(1, 1, m, 2, dtype=torch.float64)
+    weight[..., 0] = 2.0  # real 2 on every kept mode
+    weight[0, 0, 1] = torch.tensor([0.0, 1.0], dtype=torch.float64)  # mode 1: multiply by i
+    x = torch.arange(n, dtype=torch.float64) * (2 * math.pi / n)
+    for k, want in [(0, 2 * torch.ones(n)), (1, -torch.sin(x)), (2, 2 * torch.cos(2 * x)), (m, 0 * x)]:
+        y = op(torch.cos(k * x)[None, None], weight)[0, 0]
+        assert torch.allclose(y, want.to(y), atol=1e-12), k
+    with pytest.raises(UserError, match="modes"):
+        build_model({"name": "fno", "modes": 12}, {"name": "erm"}, (1, 16), 2)
 
 
 def test_spectral_conv_rejects_too_many_modes() -> None:

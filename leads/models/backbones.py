@@ -9,13 +9,14 @@ Configuration (``backbone_cfg``: ``name`` and the keys below; keys that only oth
 use are ignored, so one config section can serve all), with defaults:
 
 - ``mlp``  (states ``(d,)``): ``width=64, depth=4, activation=swish``; ``depth`` linear layers.
-- ``conv`` (fields ``(C, H, W)``): ``width=64, depth=4, kernel_size=3, activation=swish``;
-  ``depth`` convolutions with circular padding.
-- ``fno``  (fields ``(C, H, W)``): ``width=10, depth=4, modes=12, activation=gelu,
-  proj_width=128, coords=True``: lift (1×1 conv), ``depth`` × [spectral conv + 1×1 conv],
-  projection (two 1×1 convs), as in Li et al. With ``coords`` the input gets four periodic
-  coordinate channels ``sin/cos 2πx, sin/cos 2πy`` (position-dependent forcing, as in
-  Navier-Stokes, cannot be learnt by a translation-equivariant network otherwise).
+- ``conv`` (fields ``(C, N)`` or ``(C, H, W)``): ``width=64, depth=4, kernel_size=3,
+  activation=swish``; ``depth`` 1D or 2D convolutions with circular padding.
+- ``fno``  (fields ``(C, N)`` or ``(C, H, W)``): ``width=10, depth=4, modes=12,
+  activation=gelu, proj_width=128, coords=True``: lift (pointwise conv), ``depth`` × [spectral
+  conv + pointwise conv], projection (two pointwise convs), as in Li et al., in 1D or 2D. With
+  ``coords`` the input gets periodic coordinate channels ``sin/cos 2πx`` (and ``sin/cos 2πy``)
+  (position-dependent forcing, as in Navier-Stokes or Burgers, cannot be learnt by a
+  translation-equivariant network otherwise).
 """
 
 from __future__ import annotations
@@ -29,7 +30,15 @@ from torch import Tensor, nn
 
 from leads.envs.errors import UserError
 from leads.models.adapters import Cond
-from leads.models.layers import Linear, Op, PeriodicConv2d, SpectralConv2d, get_activation
+from leads.models.layers import (
+    Linear,
+    Op,
+    PeriodicConv1d,
+    PeriodicConv2d,
+    SpectralConv1d,
+    SpectralConv2d,
+    get_activation,
+)
 
 MakeLayer = Callable[[Op], nn.Module]
 
@@ -64,12 +73,12 @@ def resolve_config(section: str, defaults: dict[str, Any], cfg: dict[str, Any],
 class Backbone(nn.Module):
     name: ClassVar[str]
     defaults: ClassVar[dict[str, Any]]
-    state_rank: ClassVar[int]  # number of dimensions of the states it accepts
+    state_ranks: ClassVar[tuple[int, ...]]  # numbers of dimensions of the states it accepts
 
     def __init__(self, state_shape: tuple[int, ...], cfg: dict[str, Any], make_layer: MakeLayer) -> None:
         super().__init__()
-        if len(state_shape) != self.state_rank:
-            want = "(d,)" if self.state_rank == 1 else "(C, H, W)"
+        if len(state_shape) not in self.state_ranks:
+            want = " or ".join({1: "(d,)", 2: "(C, N)", 3: "(C, H, W)"}[r] for r in self.state_ranks)
             raise UserError(f"backbone '{self.name}' needs states shaped {want}, got {tuple(state_shape)}; "
                             f"use mlp for ODE states and conv or fno for fields")
         self.state_shape = tuple(state_shape)
@@ -107,7 +116,7 @@ class _Stack(Backbone):
 class MLP(_Stack):
     name = "mlp"
     defaults = {"width": 64, "depth": 4, "activation": "swish"}
-    state_rank = 1
+    state_ranks = (1,)
 
     def _op(self, n_in: int, n_out: int) -> Op:
         return Linear(n_in, n_out)
@@ -116,10 +125,11 @@ class MLP(_Stack):
 class ConvNet(_Stack):
     name = "conv"
     defaults = {"width": 64, "depth": 4, "kernel_size": 3, "activation": "swish"}
-    state_rank = 3
+    state_ranks = (2, 3)
 
     def _op(self, n_in: int, n_out: int) -> Op:
-        return PeriodicConv2d(n_in, n_out, self.cfg["kernel_size"])
+        conv = PeriodicConv1d if len(self.state_shape) == 2 else PeriodicConv2d
+        return conv(n_in, n_out, self.cfg["kernel_size"])
 
 
 class FNO(Backbone):
@@ -127,23 +137,28 @@ class FNO(Backbone):
 
     name = "fno"
     defaults = {"width": 10, "depth": 4, "modes": 12, "activation": "gelu", "proj_width": 128, "coords": True}
-    state_rank = 3
+    state_ranks = (2, 3)
 
     def __init__(self, state_shape: tuple[int, ...], cfg: dict[str, Any], make_layer: MakeLayer) -> None:
         super().__init__(state_shape, cfg, make_layer)
-        c, h, w = state_shape
-        width, depth, n_coords = self.cfg["width"], self.cfg["depth"], 4 if self.cfg["coords"] else 0
-        spectral = [SpectralConv2d(width, width, self.cfg["modes"]) for _ in range(depth)]
-        spectral[0].check_grid(h, w)
-        ops: list[Op] = [PeriodicConv2d(c + n_coords, width, 1), *spectral]
-        ops += [PeriodicConv2d(width, width, 1) for _ in range(depth)]
+        c, *grid = state_shape
+        width, depth, modes = self.cfg["width"], self.cfg["depth"], self.cfg["modes"]
+        n_coords = 2 * len(grid) if self.cfg["coords"] else 0
+        if len(grid) == 1:
+            spectral: list[Op] = [SpectralConv1d(width, width, modes) for _ in range(depth)]
+            pointwise: type[Op] = PeriodicConv1d
+        else:
+            spectral, pointwise = [SpectralConv2d(width, width, modes) for _ in range(depth)], PeriodicConv2d
+        spectral[0].check_grid(*grid)
+        ops: list[Op] = [pointwise(c + n_coords, width, 1), *spectral]
+        ops += [pointwise(width, width, 1) for _ in range(depth)]
         proj = self.cfg["proj_width"]
-        ops += [PeriodicConv2d(width, proj, 1), PeriodicConv2d(proj, c, 1)]
+        ops += [pointwise(width, proj, 1), pointwise(proj, c, 1)]
         self.layers.extend(make_layer(op) for op in ops)
         coords = None
         if n_coords:
-            y, x = torch.meshgrid(torch.arange(h) / h, torch.arange(w) / w, indexing="ij")
-            angles = 2 * math.pi * torch.stack([x, y])
+            axes = torch.meshgrid(*(torch.arange(n) / n for n in grid), indexing="ij")
+            angles = 2 * math.pi * torch.stack(axes[::-1])  # x (the last axis) first, as before
             coords = torch.cat([angles.sin(), angles.cos()])
         self.register_buffer("coords", coords, persistent=False)
 
@@ -154,7 +169,7 @@ class FNO(Backbone):
         x = u
         if self.coords is not None:
             coords = self.coords.to(dtype=u.dtype, device=u.device)
-            x = torch.cat([x, coords.expand(u.shape[0], -1, -1, -1)], dim=1)
+            x = torch.cat([x, coords.expand(u.shape[0], *coords.shape)], dim=1)
         x = lift(x, cond)
         for i in range(depth):
             x = spectral[i](x, cond) + pointwise[i](x, cond)

@@ -9,8 +9,8 @@ the adapters in ``leads.models.adapters`` rely on:
 - ``op.per_sample(x, W)`` with ``W`` of shape ``(B, k, *tail)`` applies sample ``b``'s own
   weight to sample ``b`` in one batched call (einsum, or a grouped convolution).
 
-Channels are dimension 1 of every activation: ``(B, C)`` for ``Linear``, ``(B, C, H, W)`` for
-the 2D ops. Ops hold no parameters; their owners (the adapters) do.
+Channels are dimension 1 of every activation: ``(B, C)`` for ``Linear``, ``(B, C, N)`` for the
+1D ops, ``(B, C, H, W)`` for the 2D ops. Ops hold no parameters; their owners (the adapters) do.
 """
 
 from __future__ import annotations
@@ -146,6 +146,76 @@ class PeriodicConv2d(Op):
         xg = xp.reshape(1, b * self.in_channels, *xp.shape[2:])
         y = F.conv2d(xg, w.reshape(b * k, *self.tail), groups=b)
         return y.reshape(b, k, *x.shape[2:])
+
+
+class PeriodicConv1d(Op):
+    """1D convolution with circular padding (periodic domains), odd kernel, stride 1."""
+
+    n_spatial = 1
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
+        super().__init__(in_channels, out_channels)
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise UserError(f"kernel_size={kernel_size} must be a positive odd integer (e.g. 3)")
+        self.kernel_size = kernel_size
+
+    @property
+    def tail(self) -> tuple[int, ...]:
+        return (self.in_channels, self.kernel_size)
+
+    def _pad(self, x: Tensor) -> Tensor:
+        p = self.kernel_size // 2
+        if p > x.shape[-1]:
+            raise UserError(f"kernel_size={self.kernel_size} is wider than the {x.shape[-1]}-point grid; "
+                            "use a smaller model.kernel_size")
+        return torch.cat([x[..., x.shape[-1] - p:], x, x[..., :p]], dim=-1) if p else x
+
+    def __call__(self, x: Tensor, w: Tensor) -> Tensor:
+        return F.conv1d(self._pad(x), w)
+
+    def per_sample(self, x: Tensor, w: Tensor) -> Tensor:
+        b, k = w.shape[:2]
+        if self.kernel_size == 1:
+            return torch.einsum("bin,bki->bkn", x, w[..., 0])
+        xp = self._pad(x)
+        y = F.conv1d(xp.reshape(1, b * self.in_channels, -1), w.reshape(b * k, *self.tail), groups=b)
+        return y.reshape(b, k, x.shape[-1])
+
+
+class SpectralConv1d(Op):
+    """1D FNO Fourier layer: multiply the lowest ``modes`` frequencies by complex weights, stored
+    as real ``(out, in, modes, 2)`` (last axis: real, imaginary); drop the rest. No bias."""
+
+    has_bias = False
+    n_spatial = 1
+
+    def __init__(self, in_channels: int, out_channels: int, modes: int) -> None:
+        super().__init__(in_channels, out_channels)
+        self.modes = modes
+
+    @property
+    def tail(self) -> tuple[int, ...]:
+        return (self.in_channels, self.modes, 2)
+
+    def check_grid(self, n: int) -> None:
+        if self.modes > n // 2 + 1:
+            raise UserError(f"fno modes={self.modes} too many for a {n}-point grid; use modes <= {n // 2 + 1}")
+
+    def _apply(self, x: Tensor, w: Tensor, eq: str) -> Tensor:
+        n, m = x.shape[-1], self.modes
+        kept = torch.einsum(eq, torch.fft.rfft(x)[..., :m], torch.complex(w[..., 0], w[..., 1]))
+        return torch.fft.irfft(F.pad(kept, (0, n // 2 + 1 - m)), n=n)
+
+    def __call__(self, x: Tensor, w: Tensor) -> Tensor:
+        return self._apply(x, w, "bix,kix->bkx")
+
+    def per_sample(self, x: Tensor, w: Tensor) -> Tensor:
+        return self._apply(x, w, "bix,bkix->bkx")
+
+    def init_weight(self, rows: int, *, dtype: torch.dtype | None = None,
+                    device: torch.device | None = None) -> Tensor:
+        scale = 1.0 / (self.in_channels * self.out_channels)
+        return scale * torch.rand(rows, *self.tail, dtype=dtype, device=device)
 
 
 class SpectralConv2d(Op):

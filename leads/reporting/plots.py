@@ -13,9 +13,27 @@ from leads.datasets.atomic import atomic_write
 def rollout_figure(pred: np.ndarray, true: np.ndarray, t: np.ndarray, env_names: list[str],
                    state_names: list[str], n_frames: int = 6) -> Figure:
     """One trajectory per environment: ``pred``/``true`` are ``(n_env, n_t, *state)``.
-    Fields get image strips (truth above prediction, first channel); ODEs get phase portraits."""
+    2D fields get image strips (truth above prediction, first channel); 1D fields space-time
+    images (truth beside prediction, first channel); ODEs get phase portraits."""
     n_env = len(env_names)
-    if pred.ndim >= 4:
+    if pred.ndim == 4:
+        fig = Figure(figsize=(6.0, 1.8 * n_env + 0.6))
+        axes = fig.subplots(n_env, 2, squeeze=False)
+        extent = (float(t[0]), float(t[-1]), 0.0, 1.0)
+        for e in range(n_env):
+            lo, hi = true[e, :, 0].min(), true[e, :, 0].max()
+            for col, data, label in ((0, true, "true"), (1, pred, "pred")):
+                ax = axes[e, col]
+                ax.imshow(data[e, :, 0].T, vmin=lo, vmax=hi, cmap="viridis", aspect="auto", origin="lower",
+                          extent=extent)
+                ax.set_title(f"{label}  {env_names[e]}", fontsize=6)
+                ax.set_ylabel("x / L", fontsize=6)
+                ax.tick_params(labelsize=6)
+            axes[e, 1].set_yticks([])
+        for ax in axes[-1]:
+            ax.set_xlabel("t", fontsize=7)
+        fig.suptitle(f"{state_names[0]}(x, t): truth beside prediction", fontsize=9)
+    elif pred.ndim >= 5:
         frames = np.linspace(0, len(t) - 1, min(n_frames, len(t))).round().astype(int)
         fig = Figure(figsize=(1.6 * len(frames), 3.3 * n_env))
         axes = fig.subplots(2 * n_env, len(frames), squeeze=False)

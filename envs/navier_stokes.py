@@ -145,12 +145,12 @@ class NavierStokes(System):
     # Terms compute on the vorticity w = u[:, 0]; parameters broadcast against it.
     def term_advection(self, t: Any, u: torch.Tensor, p: dict[str, Any]) -> torch.Tensor:
         n = self.config["size"]
-        ops = _Operators(n, u.device, u.dtype)
+        ops = VorticityOperators(n, u.device, u.dtype)
         return torch.fft.irfft2(ops.advection_hat(torch.fft.rfft2(u[:, 0])), s=(n, n)).unsqueeze(1)
 
     def term_viscosity(self, t: Any, u: torch.Tensor, p: dict[str, Any]) -> torch.Tensor:
         n = self.config["size"]
-        ops = _Operators(n, u.device, u.dtype)
+        ops = VorticityOperators(n, u.device, u.dtype)
         return torch.fft.irfft2(-p["nu"] * ops.k2 * torch.fft.rfft2(u[:, 0]), s=(n, n)).unsqueeze(1)
 
     def term_forcing(self, t: Any, u: torch.Tensor, p: dict[str, Any]) -> torch.Tensor:
@@ -171,7 +171,7 @@ class NavierStokes(System):
             raise UserError(f"{self.name} viscosities must be strictly positive, got {params.min().item():g}")
         u0 = u0.to(torch.float64)
         nu = params.to(device=u0.device, dtype=torch.float64)[:, 0, None, None, None]
-        ops = _Operators(n, u0.device, torch.float64)
+        ops = VorticityOperators(n, u0.device, torch.float64)
         L = -nu * ops.k2
         f_hat = torch.fft.rfft2(self.forcing(u0.device))
 
@@ -184,23 +184,33 @@ class NavierStokes(System):
         return integrate(torch.fft.rfft2(u0), L, nonlinear, t, self.config["solver_dt"], observe)
 
 
-class _Operators:
-    """Spectral operators on the unit square's ``rfft2`` grid, in ``dtype`` (real)."""
+class VorticityOperators:
+    """Spectral operators of the 2D vorticity equation on the periodic square of side ``length``,
+    on the ``rfft2`` grid of an ``n x n`` field, in ``dtype`` (real).
 
-    def __init__(self, n: int, device: torch.device | str, dtype: torch.dtype) -> None:
-        kx, ky = rfft_wavenumbers(n, device)
+    ``length`` is a number, or a tensor that broadcasts against the spectra (``(B, 1, 1, 1)`` for
+    ``(B, 1, n, n//2+1)``): one side per trajectory (kolmogorov). Built from tensors with autograd,
+    so a learned ``length`` gets gradients.
+    """
+
+    def __init__(self, n: int, device: torch.device | str, dtype: torch.dtype,
+                 length: float | torch.Tensor = 1.0) -> None:
+        real = length.dtype if isinstance(length, torch.Tensor) else torch.float64
+        kx, ky = (k.to(real) for k in rfft_wavenumbers(n, device))
         self.n = n
-        k2 = 4 * math.pi**2 * (kx**2 + ky**2)
-        inv_k2 = 1 / k2
-        inv_k2[0, 0] = 0.0  # the mean of ψ is arbitrary; w has zero mean
+        scale = 2 * math.pi / length  # physical wavenumber of integer mode 1
+        m2 = kx**2 + ky**2
+        # The mean of ψ is arbitrary; w has zero mean. Built in integer modes, so no 1/0 even in a gradient.
+        inv_m2 = torch.where(m2 > 0, 1 / torch.where(m2 > 0, m2, 1.0), 0.0)
         # First derivatives drop the Nyquist modes, whose derivative has no real representation.
-        ikx = 2j * math.pi * torch.where(kx.abs() == n // 2, 0.0, kx)
-        iky = 2j * math.pi * torch.where(ky.abs() == n // 2, 0.0, ky)
+        kx_d = torch.where(kx.abs() == n // 2, 0.0, kx)
+        ky_d = torch.where(ky.abs() == n // 2, 0.0, ky)
         cut = (2.0 / 3.0) * (n // 2)
         dealias = (kx.abs() <= cut) & (ky.abs() <= cut)
         cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
-        self.k2, self.inv_k2, self.dealias = k2.to(dtype), inv_k2.to(dtype), dealias.to(dtype)
-        self.ikx, self.iky = ikx.to(cdtype), iky.to(cdtype)
+        self.k2, self.inv_k2 = (scale**2 * m2).to(dtype), (inv_m2 / scale**2).to(dtype)
+        self.dealias = dealias.to(dtype)
+        self.ikx, self.iky = (1j * scale * kx_d).to(cdtype), (1j * scale * ky_d).to(cdtype)
 
     def advection_hat(self, wh: torch.Tensor) -> torch.Tensor:
         """``−FFT(u·∇w)``, 2/3-dealiased, from the spectrum of ``w``."""

@@ -13,12 +13,14 @@ from leads.envs.burgers import Burgers
 from leads.envs.errors import UserError
 from leads.envs.glycolytic_oscillator import GlycolyticOscillator
 from leads.envs.gray_scott import GrayScott
+from leads.envs.kolmogorov import Kolmogorov
 from leads.envs.lotka_volterra import LotkaVolterra
 from leads.envs.navier_stokes import NavierStokes
 from leads.envs.pendulum import Pendulum
 
 SYSTEMS: dict[str, type[System]] = {
-    cls.name: cls for cls in (LotkaVolterra, GlycolyticOscillator, GrayScott, NavierStokes, Pendulum, Burgers)
+    cls.name: cls
+    for cls in (LotkaVolterra, GlycolyticOscillator, GrayScott, NavierStokes, Pendulum, Burgers, Kolmogorov)
 }
 
 

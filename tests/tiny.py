@@ -14,6 +14,7 @@ TINY = [
 ]
 PER_SYSTEM = {
     "navier_stokes": ["system.warmup=0.5", "model.modes=4"],
+    "kolmogorov": ["system.size=16", "system.solver_size=32", "system.warmup=0.05", "model.modes=4"],
     "burgers": ["system.size=32", "system.solver_size=128", "model.modes=4", "data.window=2"],
     "gray_scott": ["data.window=2"],
     "pendulum": ["data.window=4"],

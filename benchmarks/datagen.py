@@ -8,10 +8,16 @@ For each system, at its protocol (training environments, train horizon T and tes
   RK45 at default tolerances, one trajectory at a time, on a numpy right-hand side. For
   Navier-Stokes: their batched torch scheme (Crank-Nicolson diffusion, forward-Euler advection,
   dt = 1e-3, 30 time units of warm-up) on the same batch; its speed is timed on a slice of its
-  steps and scaled to the full count (every step costs the same).
+  steps and scaled to the full count (every step costs the same). For Kolmogorov: GEPS' scheme
+  (Arakawa finite-difference Jacobian, FFT Poisson solve, 5-point Laplacian, RK4 at dt = 0.005)
+  on our equation (our periodic forcing, the physical sign of advection), float64, one trajectory
+  at a time on our 256² solver grid, warm-up included; timed on a slice of one trajectory's steps,
+  scaled to warm-up + horizon steps x the batch (``min(--batch, 8)``).
 - error: relative L2 over each trajectory (t > 0, all components) against scipy DOP853 at
   rtol = atol = 1e-10 on the independent numpy right-hand sides of the tests, on the first
-  ``--n-ref`` trajectories, worst case reported.
+  ``--n-ref`` trajectories, worst case reported. For Kolmogorov: against ours on 512² at a
+  quarter of its step, from the same warmed-up fine fields, both observed as 64² cell averages,
+  on the first ``min(--n-ref, 2)`` trajectories.
 
 Prints a table and writes ``benchmarks/out/datagen.json``. Threads: torch's default. Timings are
 the fastest of ``--repeat`` runs; run on an otherwise idle machine.
@@ -172,6 +178,248 @@ def bench_navier_stokes(n_batch: int, n_ref: int, repeat: int) -> list[dict]:
     return rows
 
 
+# ------------------------------------------------------------------ Burgers
+def geps_burgers_rhs(mu: float, n: int, length: float = 2 * math.pi):
+    """The right-hand side of GEPS' Burgers code (``geps/datasets/burgers.py``, unforced), in numpy:
+    a centred flux with 2nd/4th-difference artificial dissipation switched by a curvature sensor.
+    Its flux difference has the opposite sign to the usual one, so it solves u_t = u u_x + mu u_xx,
+    Burgers mirrored in x (measured: from a mirrored initial field, mirrored back, it is within
+    1.6e-4 of Cole-Hopf at 2048 cells, t = 0.05, mu = 5e-4; without the mirror 0.59)."""
+    dx = length / n
+
+    def d1(a):
+        return np.roll(a, 1) - a
+
+    def mean(a):
+        return (np.roll(a, 1) + a) / 2
+
+    def flux(a):
+        lap = -2 * a + np.roll(a, 1) + np.roll(a, -1)
+        lap_abs = 2 * a + np.roll(a, 1) + np.roll(a, -1)
+        phi = np.abs(lap) / np.abs(lap_abs)
+        eps2 = np.maximum(phi, np.roll(phi, 1))
+        eps4 = np.maximum(0.0, 1 / 60 - eps2 / 5)
+        f = mean(0.5 * a * a)
+        return (f - d1(d1(f)) / 6 + d1(d1(d1(d1(f)))) / 30
+                - np.abs(mean(a)) * (eps2 * d1(a) + eps4 * d1(d1(d1(d1(d1(a)))))))
+
+    def rhs(t, u):
+        lap = (-2 * u + np.roll(u, 1) + np.roll(u, -1)) / dx**2
+        return -(flux(u) - flux(np.roll(u, -1))) / dx + mu * lap
+
+    return rhs
+
+
+def bench_burgers(n_batch: int, n_ref: int, repeat: int) -> list[dict]:
+    """Ours (ETDRK4 + WENO5, batched) against GEPS' scheme under scipy RK45 one trajectory at a
+    time, both on 16384 cells observed on 256, from the same initial fields, unforced (the code's
+    effective training environments), so both are scored against the Cole-Hopf solution. The
+    reference at mu = 0.5 and 0.05 is stiff (RK45 steps of ~1e-7): its time is that of its first
+    1e-4 time units scaled to the horizon, and its error is measured at mu = 5e-4 only."""
+    from leads.envs.burgers import block_mean
+    from tests.test_burgers import cole_hopf_cell_averages
+
+    system = get_system("burgers", train_envs=[{"mu": mu, "F": 0.0, "w": 1.5} for mu in (0.5, 0.05, 5e-4)])
+    n, size = system.config["solver_size"], system.config["size"]
+    ref_solver = "GEPS' finite-volume scheme, scipy RK45 (rtol=1e-3, atol=1e-6), one trajectory at a time"
+    rows = []
+    for horizon in (system.horizon, 2 * system.horizon):
+        t = system.times(horizon)
+        seeds, params = batch(system, n_batch)
+        y, ours_seconds = best_of(repeat, partial(generate, system, seeds, params, t))
+
+        checked = list(range(min(n_ref, n_batch)))
+        # Cole-Hopf cell averages at t[1:]; t = 0 (the stored state) is excluded from the errors.
+        truths = {i: torch.stack([y[i, 0, 0]] + [
+            cole_hopf_cell_averages(system, seeds[i], float(params[i, 0]), float(tj), size, ny=65536)
+            for tj in t[1:]])[:, None].numpy() for i in sorted({*checked, 2})}
+        ours_err = rel_l2(y[checked], np.stack([truths[i] for i in checked])).max()
+        # Reference speed: per training environment, RK45 over a slice, scaled to the horizon.
+        # GEPS' equation is Burgers mirrored in x: give it the mirrored fields, mirror its output back.
+        fine0 = system.fine_initial_states(seeds[:3]).flip(-1).numpy()
+        slice_t = 1e-4
+        per_traj = []
+        for i in range(3):
+            rhs = geps_burgers_rhs(float(params[i, 0]), n)
+            _, secs = best_of(1, partial(solve_ivp, rhs, (0.0, slice_t), fine0[i], method="RK45"))
+            per_traj.append(secs * horizon / slice_t)
+        ref_seconds = float(np.mean(per_traj)) * n_batch
+        # Reference accuracy where it is affordable: the mu = 5e-4 trajectory, to the horizon.
+        i = 2
+        sol = solve_ivp(geps_burgers_rhs(5e-4, n), (t[0], t[-1]), fine0[i], method="RK45", t_eval=t)
+        y_ref = block_mean(torch.from_numpy(sol.y.T).flip(-1), size)[:, None].numpy()
+        ref_err = rel_l2(y_ref[None], truths[i][None])[0]
+        ours = {"n_traj": n_batch, "seconds": ours_seconds, "traj_per_s": n_batch / ours_seconds,
+                "max_rel_l2": float(ours_err)}
+        ref = {"n_traj": n_batch, "seconds": ref_seconds, "traj_per_s": n_batch / ref_seconds,
+               "max_rel_l2": float(ref_err), "error_at": "mu=5e-4", "timed_slice": slice_t}
+        rows.append(row("burgers", horizon, ours, ref, system.solver_description, ref_solver))
+    return rows
+
+
+# ------------------------------------------------------------------ Kolmogorov
+def reference_kolmogorov_scheme(
+    w0: torch.Tensor,
+    nu: float,
+    domain: float,
+    F: float,
+    pattern: torch.Tensor,
+    drag: float,
+    steps: int,
+    record_every: int,
+    observe=None,
+    dt: float = 0.005,
+) -> torch.Tensor:
+    """GEPS' scheme (``geps/datasets/kolmo.py``) on our equation, ONE trajectory per call, float64.
+
+    GEPS' finite differences on an ``N x N`` periodic grid of spacing dx = domain·π / N: the
+    Arakawa Jacobian (J1 + J2 + J3) / 3 (each a transcription of GEPS' expression), the stream
+    function by its FFT Poisson solve (full complex FFTs, −Δψ = w with the spectral |k|²), the
+    5-point Laplacian, stepped by torchdiffeq's ``rk4`` (the 3/8 rule) at ``dt`` = 0.005. It is
+    applied to OUR equation: the forcing F (sin(k_f y) − drag·w) on our periodic grid (``pattern``
+    = sin(k_f y) at the grid points; GEPS multiplies sin(4y) by x, on a ``linspace(0, L, N)`` grid
+    that repeats the endpoint, and pads ψ's FFT to N+1 points accordingly), and the physical sign
+    of advection, w_t = +(J1 + J2 + J3) / 3 + ... with x along axis −2 (GEPS returns −(J1+J2+J3)/3,
+    advecting w by −u). GEPS runs it in float32 on a GPU; here float64, as ours.
+
+    ``w0``: ``(N, N)``. Returns ``observe(w)`` (default: ``w``) at step 0 and every ``record_every``
+    of ``steps`` steps, stacked on dim 0.
+    """
+    n = w0.shape[-1]
+    dx = math.pi * domain / n
+    k = 2 * math.pi * torch.fft.fftfreq(n, dx, dtype=torch.float64)
+    k_sq = k[:, None] ** 2 + k[None, :] ** 2
+    k_sq[0, 0] = 1.0  # ψ has zero mean (GEPS: uf[0, 0] = 0)
+    forcing = F * pattern.to(torch.float64)
+    observe = observe or (lambda w: w)
+
+    def r(a, shift, axis):  # GEPS' torch.roll(a, shift, dims=0 / 1) is axis -2 / -1 here
+        return torch.roll(a, shift, dims=axis)
+
+    def d_x(a):  # GEPS' derive_y (rolls dims=0, its x: meshgrid "ij")
+        return r(a, -1, -2) - r(a, 1, -2)
+
+    def d_y(a):  # GEPS' derive_x (rolls dims=1, its y)
+        return r(a, -1, -1) - r(a, 1, -1)
+
+    def rhs(w):
+        psi_h = torch.fft.fft2(w) / k_sq
+        psi_h[0, 0] = 0.0
+        psi = torch.fft.ifft2(psi_h).real
+        J1 = (d_x(psi) * d_y(w) - d_y(psi) * d_x(w)) / (4 * dx**2)
+        J2 = (r(w, -1, -1) * d_x(r(psi, -1, -1)) - r(w, 1, -1) * d_x(r(psi, 1, -1))
+              - r(w, -1, -2) * d_y(r(psi, -1, -2)) + r(w, 1, -2) * d_y(r(psi, 1, -2))) / (4 * dx**2)
+        J3 = (r(r(w, -1, -1), -1, -2) * (r(psi, -1, -2) - r(psi, -1, -1))
+              - r(r(w, 1, -1), 1, -2) * (r(psi, 1, -1) - r(psi, 1, -2))
+              - r(r(w, 1, -1), -1, -2) * (r(psi, -1, -2) - r(psi, 1, -1))
+              + r(r(w, -1, -1), 1, -2) * (r(psi, -1, -1) - r(psi, 1, -2))) / (4 * dx**2)
+        lap = (-4 * w + r(w, 1, -2) + r(w, -1, -2) + r(w, 1, -1) + r(w, -1, -1)) / dx**2
+        return (J1 + J2 + J3) / 3 + nu * lap + forcing - F * drag * w
+
+    w = w0.to(torch.float64)
+    out = [observe(w)]
+    for j in range(steps):
+        # torchdiffeq's rk4: rk4_alt_step_func, the 3/8 rule
+        s1 = rhs(w)
+        s2 = rhs(w + dt * s1 / 3)
+        s3 = rhs(w + dt * (s2 - s1 / 3))
+        s4 = rhs(w + dt * (s1 - s2 + s3))
+        w = w + dt * (s1 + 3 * (s2 + s3) + s4) / 8
+        if (j + 1) % record_every == 0:
+            out.append(observe(w))
+    return torch.stack(out)
+
+
+def warmed_fine_fields(system, seeds: list[int], params: torch.Tensor) -> torch.Tensor:
+    """The fine vorticities ``(B, 1, N, N)`` that ``system.generate`` reaches at t = 0: its random
+    fields after ``warmup`` time units of the same ETDRK4 steps (``solve_fine``'s set-up, keeping
+    the fine field instead of observing it)."""
+    from leads.envs.navier_stokes import VorticityOperators
+    from leads.envs.spectral import integrate
+
+    N = system.config["solver_size"]
+    nu, domain, F = (params[:, i, None, None, None] for i in range(3))
+    ops = VorticityOperators(N, "cpu", torch.float64, length=math.pi * domain)
+    L = -nu * ops.k2 - float(system.config["drag"]) * F
+    f_hat = F * torch.fft.rfft2(system.forcing_pattern(N))
+    w0 = system.fine_initial_states(seeds, params)
+    warm = float(system.config["warmup"])
+    wh = integrate(torch.fft.rfft2(w0), L, lambda v: ops.advection_hat(v) + f_hat, [0.0, warm],
+                   system.config["solver_dt"], lambda v: v)[:, -1]
+    return torch.fft.irfft2(wh, s=(N, N))
+
+
+def refine(w: torch.Tensor, n_fine: int) -> torch.Tensor:
+    """The same band-limited fields ``(..., N, N)`` on ``n_fine`` points per side (zero-padded
+    spectra; our fields carry no Nyquist modes, the advection being dealiased)."""
+    n = w.shape[-1]
+    wh = torch.fft.rfft2(w)
+    big = torch.zeros(*wh.shape[:-2], n_fine, n_fine // 2 + 1, dtype=wh.dtype)
+    big[..., : n // 2, : n // 2 + 1] = wh[..., : n // 2, :]
+    big[..., n_fine - n // 2:, : n // 2 + 1] = wh[..., n // 2:, :]
+    return torch.fft.irfft2(big * (n_fine / n) ** 2, s=(n_fine, n_fine))
+
+
+def bench_kolmogorov(n_batch: int, n_ref: int, repeat: int, system=None) -> list[dict]:
+    """Ours (``generate``: random fields, warm-up and trajectory in one batched ETDRK4 solve) against
+    GEPS' scheme on our equation (``reference_kolmogorov_scheme``: finite differences, RK4 at
+    dt = 0.005, one trajectory at a time, float64), both on the solver grid, observed as cell
+    averages, warm-up included in both. The reference's time is that of ``n_slice`` steps of one
+    trajectory, scaled to (warm-up + horizon) / dt steps x ``n_batch`` (every step costs the same).
+
+    Errors, on the first ``n_ref`` trajectories, start from the same fine fields (``generate``'s,
+    at t = 0 after its warm-up, on the solver grid N²). The truth is ours on (2N)² (those fields
+    zero-padded) at solver_dt / 4, to 2T (sliced for T), observed the same way: 4^4 = 256x below
+    our time error, and spectrally converged in space where the checked flows are resolved. The
+    defaults check the first two training environments (ν = 1e-3, domain 0.75, F = 0 and 1), where
+    256² is within 2e-6 of 512² over T (measured); at ν = 1e-4, 256² is ~5% from 512² (see
+    ``leads/envs/kolmogorov.py``), which such a truth would count as our error."""
+    from leads.envs.kolmogorov import cell_average
+
+    system = system or get_system("kolmogorov")
+    c = system.config
+    N, size, warm, drag = c["solver_size"], c["size"], float(c["warmup"]), float(c["drag"])
+    ref_dt, n_slice = 0.005, 40
+    ref_solver = (f"GEPS' Arakawa finite differences + FFT Poisson, RK4 (3/8 rule), dt={ref_dt}, one trajectory "
+                  f"at a time, float64, on {N}^2 with our forcing and sign, observed as {size}^2 cell averages, "
+                  "incl. warm-up")
+    truth_system = get_system("kolmogorov", **{**c, "solver_size": 2 * N, "solver_dt": c["solver_dt"] / 4})
+    pattern = system.forcing_pattern(N)
+
+    # Accuracy, once to the test horizon 2T (T is its prefix): truth, reference from the same fine fields.
+    t2 = system.times(2 * system.horizon)
+    every = round(system.dt / ref_dt)
+    if not math.isclose(every * ref_dt, system.dt):
+        raise ValueError(f"observation step {system.dt} is not a multiple of the reference's dt {ref_dt}")
+    seeds, params = batch(system, n_batch)
+    checked = list(range(min(n_ref, n_batch)))
+    w_fine = warmed_fine_fields(system, seeds[: len(checked)], params[: len(checked)])
+    truth = truth_system.solve_fine(refine(w_fine, 2 * N), params[: len(checked)], t2).numpy()
+    y_ref = np.stack([
+        reference_kolmogorov_scheme(w_fine[i, 0], *params[i].tolist(), pattern, drag, steps=(len(t2) - 1) * every,
+                                    record_every=every, observe=lambda w: cell_average(w, size))[:, None].numpy()
+        for i in checked])
+
+    rows = []
+    for horizon in (system.horizon, 2 * system.horizon):
+        t = system.times(horizon)
+        y, ours_seconds = best_of(repeat, partial(generate, system, seeds, params, t))
+        if not np.allclose(y[checked, 0].numpy(), truth[:, 0], rtol=0, atol=1e-9 * np.abs(truth[:, 0]).max()):
+            raise RuntimeError("the warmed-up fine fields do not observe as generate's first states")
+        # Reference speed: a slice of its steps on one trajectory from a random (pre-warm-up) field.
+        w0 = system.fine_initial_states(seeds[:1], params[:1])[0, 0]
+        _, secs = best_of(repeat, partial(reference_kolmogorov_scheme, w0, *params[0].tolist(), pattern, drag,
+                                          steps=n_slice, record_every=n_slice + 1))
+        ref_seconds = secs * round((warm + horizon) / ref_dt) / n_slice * n_batch
+        truth_t = truth[:, : len(t)]
+        ours = stats(n_batch, ours_seconds, y[checked], truth_t)
+        ref = {**stats(n_batch, ref_seconds, y_ref[:, : len(t)], truth_t), "timed_steps": n_slice,
+               "truth": f"ours on {2 * N}^2 at solver_dt/4 = {truth_system.config['solver_dt']:g}, from the "
+                        f"same warmed-up {N}^2 fields, observed as {size}^2 cell averages"}
+        rows.append(row("kolmogorov", horizon, ours, ref, system.solver_description, ref_solver))
+    return rows
+
+
 # ------------------------------------------------------------------ main
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -186,6 +434,10 @@ def main() -> None:
             "gray_scott", gs_np, args.batch, args.n_ref, args.repeat, variants={"etdrk4": {"solver": "etdrk4"}}
         ),
         "navier_stokes": lambda: bench_navier_stokes(args.batch, args.n_ref, args.repeat),
+        # 16384 cells: a smaller batch keeps the run in minutes on two cores
+        "burgers": lambda: bench_burgers(min(args.batch, 12), min(args.n_ref, 3), args.repeat),
+        # 256² solves, warm-up included: a smaller batch; the truth runs 512² at 4x our steps
+        "kolmogorov": lambda: bench_kolmogorov(min(args.batch, 8), min(args.n_ref, 2), args.repeat),
     }
     try:
         from tests.test_envs_odes import REFERENCE_RHS

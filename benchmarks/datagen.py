@@ -3,7 +3,7 @@
     python benchmarks/datagen.py [--batch 128] [--n-ref 8] [--repeat 2] [--systems gray_scott navier_stokes ...]
 
 For each system, at its protocol (training environments, train horizon T and test horizon 2T):
-- ours: ``system.initial_states`` + ``system.solve`` on ``--batch`` trajectories at once;
+- ours: ``system.generate`` (initial states, then one batched solve) on ``--batch`` trajectories;
 - reference: what the LEADS/CoDA/GEPS code does. For Gray-Scott and the ODEs: scipy ``solve_ivp``
   RK45 at default tolerances, one trajectory at a time, on a numpy right-hand side. For
   Navier-Stokes: their batched torch scheme (Crank-Nicolson diffusion, forward-Euler advection,
@@ -12,12 +12,16 @@ For each system, at its protocol (training environments, train horizon T and tes
   (Arakawa finite-difference Jacobian, FFT Poisson solve, 5-point Laplacian, RK4 at dt = 0.005)
   on our equation (our periodic forcing, the physical sign of advection), float64, one trajectory
   at a time on our 256² solver grid, warm-up included; timed on a slice of one trajectory's steps,
-  scaled to warm-up + horizon steps x the batch (``min(--batch, 8)``).
+  scaled to warm-up + horizon steps x the batch (``min(--batch, 8)``). For Burgers: GEPS'
+  finite-volume scheme under scipy RK45, one trajectory at a time, on the same 16384 cells
+  (``min(--batch, 12)`` trajectories of its unforced training environments); at mu = 0.5 and 0.05
+  it is stiff, so its time is that of its first 1e-4 time units scaled to the horizon.
 - error: relative L2 over each trajectory (t > 0, all components) against scipy DOP853 at
   rtol = atol = 1e-10 on the independent numpy right-hand sides of the tests, on the first
   ``--n-ref`` trajectories, worst case reported. For Kolmogorov: against ours on 512² at a
   quarter of its step, from the same warmed-up fine fields, both observed as 64² cell averages,
-  on the first ``min(--n-ref, 2)`` trajectories.
+  on the first ``min(--n-ref, 2)`` trajectories. For Burgers: against the Cole-Hopf solution
+  (exact cell averages); the reference's error at mu = 5e-4 only (where it is affordable).
 
 Prints a table and writes ``benchmarks/out/datagen.json``. Threads: torch's default. Timings are
 the fastest of ``--repeat`` runs; run on an otherwise idle machine.

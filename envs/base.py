@@ -295,3 +295,24 @@ class System(ABC):
         ratio = c["horizon"] / c["dt"]
         if abs(ratio - round(ratio)) > 1e-9:
             raise UserError(f"system.horizon={c['horizon']} of {self.name} must be a multiple of dt={c['dt']}")
+
+    def _check_numbers(self, positive: Sequence[str] = (), non_negative: Sequence[str] = ()) -> None:
+        """``UserError`` unless each config key of ``positive`` (``non_negative``) is a finite
+        number > 0 (>= 0)."""
+        for key in (*positive, *non_negative):
+            v = self.config[key]
+            ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+            if not ok or v < 0 or (key in positive and v == 0):
+                kind = "positive" if key in positive else "non-negative"
+                raise UserError(f"system.{key}={v!r} of {self.name} must be a {kind} finite number")
+
+    def _check_grid_sizes(self, *keys: str) -> None:
+        """``UserError`` unless each config key is an even integer >= 8 (a periodic grid's side),
+        and, for a pair ``(size, solver_size)``, the second is a multiple of the first."""
+        for key in keys:
+            n = self.config[key]
+            if isinstance(n, bool) or not isinstance(n, int) or n < 8 or n % 2:
+                raise UserError(f"system.{key}={n!r} of {self.name} must be an even integer >= 8")
+        if len(keys) == 2 and self.config[keys[1]] % self.config[keys[0]]:
+            raise UserError(f"system.{keys[1]}={self.config[keys[1]]} of {self.name} must be a multiple of "
+                            f"system.{keys[0]}={self.config[keys[0]]} (each observed cell holds whole solver cells)")

@@ -118,17 +118,8 @@ class Burgers(System):
 
     def _check_config(self) -> None:
         super()._check_config()
-        c = self.config
-        for key in ("length", "ic_k0", "cfl"):
-            v = c[key]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-                raise UserError(f"system.{key}={v!r} of {self.name} must be a positive finite number")
-        n, m = c["size"], c["solver_size"]
-        for key, v in (("size", n), ("solver_size", m)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 8 or v % 2:
-                raise UserError(f"system.{key}={v!r} of {self.name} must be an even integer >= 8")
-        if m % n:
-            raise UserError(f"system.solver_size={m} of {self.name} must be a multiple of system.size={n}")
+        self._check_numbers(positive=("length", "ic_k0", "cfl"))
+        self._check_grid_sizes("size", "solver_size")
 
     # ----------------------------------------------------------------- interface
     @property

@@ -168,20 +168,9 @@ class Kolmogorov(System):
     def _check_config(self) -> None:
         super()._check_config()
         c = self.config
-        positive = ("solver_dt", "ic_k0")
-        non_negative = ("drag", "warmup")
-        for key in positive + non_negative:
-            v = c[key]
-            ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
-            if not ok or v < 0 or (key in positive and v == 0):
-                kind = "positive" if key in positive else "non-negative"
-                raise UserError(f"system.{key}={v!r} of {self.name} must be a {kind} finite number")
-        n, n_fine = c["size"], c["solver_size"]
-        if isinstance(n, bool) or not isinstance(n, int) or n < 8 or n % 2:
-            raise UserError(f"system.size={n!r} of {self.name} must be an even integer >= 8")
-        if isinstance(n_fine, bool) or not isinstance(n_fine, int) or n_fine < n or n_fine % n:
-            raise UserError(f"system.solver_size={n_fine!r} of {self.name} must be a multiple of "
-                            f"system.size={n} (each observed cell holds whole solver cells)")
+        self._check_numbers(positive=("solver_dt", "ic_k0"), non_negative=("drag", "warmup"))
+        self._check_grid_sizes("size", "solver_size")
+        n = c["size"]
         p = c["forcing_periods"]
         if isinstance(p, bool) or not isinstance(p, int) or not 1 <= p < n // 2:
             raise UserError(f"system.forcing_periods={p!r} of {self.name} must be an integer in [1, size/2)")

@@ -68,18 +68,8 @@ class NavierStokes(System):
 
     def _check_config(self) -> None:
         super()._check_config()
-        c = self.config
-        positive = ("ic_tau", "solver_dt")
-        non_negative = ("forcing_amplitude", "ic_alpha", "warmup")
-        for key in positive + non_negative:
-            v = c[key]
-            ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
-            if not ok or v < 0 or (key in positive and v == 0):
-                kind = "positive" if key in positive else "non-negative"
-                raise UserError(f"system.{key}={v!r} of {self.name} must be a {kind} finite number")
-        n = c["size"]
-        if isinstance(n, bool) or not isinstance(n, int) or n < 8 or n % 2:
-            raise UserError(f"system.size={n!r} of {self.name} must be an even integer >= 8")
+        self._check_numbers(positive=("ic_tau", "solver_dt"), non_negative=("forcing_amplitude", "ic_alpha", "warmup"))
+        self._check_grid_sizes("size")
 
     # ----------------------------------------------------------------- interface
     @property

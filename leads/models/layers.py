@@ -106,16 +106,20 @@ class Linear(Op):
         return torch.einsum("bi,bki->bk", x, w)
 
 
-class PeriodicConv2d(Op):
-    """2D convolution with circular padding (periodic domains), odd square kernel, stride 1."""
-
-    n_spatial = 2
+class _PeriodicConv(Op):
+    """A convolution with circular padding (periodic domains), odd kernel, stride 1."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
         super().__init__(in_channels, out_channels)
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise UserError(f"kernel_size={kernel_size} must be a positive odd integer (e.g. 3)")
         self.kernel_size = kernel_size
+
+
+class PeriodicConv2d(_PeriodicConv):
+    """2D convolution with circular padding (periodic domains), odd square kernel, stride 1."""
+
+    n_spatial = 2
 
     @property
     def tail(self) -> tuple[int, ...]:
@@ -148,16 +152,10 @@ class PeriodicConv2d(Op):
         return y.reshape(b, k, *x.shape[2:])
 
 
-class PeriodicConv1d(Op):
+class PeriodicConv1d(_PeriodicConv):
     """1D convolution with circular padding (periodic domains), odd kernel, stride 1."""
 
     n_spatial = 1
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
-        super().__init__(in_channels, out_channels)
-        if kernel_size < 1 or kernel_size % 2 == 0:
-            raise UserError(f"kernel_size={kernel_size} must be a positive odd integer (e.g. 3)")
-        self.kernel_size = kernel_size
 
     @property
     def tail(self) -> tuple[int, ...]:

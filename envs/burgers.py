@@ -86,9 +86,10 @@ class Burgers(System):
     state_names = ("u",)
     defaults: dict[str, Any] = {
         "size": 256,
-        # GEPS' fine grid. Measured against Cole-Hopf (unforced, 256 observed cells, t = 0.1):
-        # mu >= 0.05 is exact to 1e-7 from 1024 cells on; after the shocks (mu <= 5e-3) the error
-        # falls at first order, 1.7e-2 / 7.7e-3 / 3.2e-3 / 1.1e-3 at 1024 / 2048 / 4096 / 8192.
+        # GEPS' fine grid. Measured against Cole-Hopf (benchmarks/burgers_accuracy.py: unforced,
+        # 256 observed cells, t = 0.1): within 1e-7 at mu >= 0.05 from 2048 cells on; after the
+        # shocks (mu = 5e-4) the error falls at first order, 1.7e-2 / 7.7e-3 / 3.2e-3 / 1.1e-3 at
+        # 1024 / 2048 / 4096 / 8192 cells.
         "solver_size": 16384,
         "length": 2 * math.pi,
         "ic_k0": 5.0,

@@ -180,16 +180,27 @@ class PeriodicConv1d(_PeriodicConv):
         return y.reshape(b, k, x.shape[-1])
 
 
-class SpectralConv1d(Op):
-    """1D FNO Fourier layer: multiply the lowest ``modes`` frequencies by complex weights, stored
-    as real ``(out, in, modes, 2)`` (last axis: real, imaginary); drop the rest. No bias."""
+class _SpectralConv(Op):
+    """An FNO Fourier layer: complex weights on the lowest ``modes`` frequencies. No bias."""
 
     has_bias = False
-    n_spatial = 1
 
     def __init__(self, in_channels: int, out_channels: int, modes: int) -> None:
         super().__init__(in_channels, out_channels)
         self.modes = modes
+
+    def init_weight(self, rows: int, *, dtype: torch.dtype | None = None,
+                    device: torch.device | None = None) -> Tensor:
+        # Li et al.'s FNO initialisation: uniform [0, 1/(in*out)) for both real and imaginary parts
+        scale = 1.0 / (self.in_channels * self.out_channels)
+        return scale * torch.rand(rows, *self.tail, dtype=dtype, device=device)
+
+
+class SpectralConv1d(_SpectralConv):
+    """1D FNO Fourier layer: multiply the lowest ``modes`` frequencies by complex weights, stored
+    as real ``(out, in, modes, 2)`` (last axis: real, imaginary); drop the rest. No bias."""
+
+    n_spatial = 1
 
     @property
     def tail(self) -> tuple[int, ...]:
@@ -210,13 +221,8 @@ class SpectralConv1d(Op):
     def per_sample(self, x: Tensor, w: Tensor) -> Tensor:
         return self._apply(x, w, "bix,bkix->bkx")
 
-    def init_weight(self, rows: int, *, dtype: torch.dtype | None = None,
-                    device: torch.device | None = None) -> Tensor:
-        scale = 1.0 / (self.in_channels * self.out_channels)
-        return scale * torch.rand(rows, *self.tail, dtype=dtype, device=device)
 
-
-class SpectralConv2d(Op):
+class SpectralConv2d(_SpectralConv):
     """FNO Fourier layer: multiply the lowest ``modes`` frequencies (both signs of the first
     frequency axis) by complex weights, drop the rest.
 
@@ -224,12 +230,7 @@ class SpectralConv2d(Op):
     positive / negative first-axis frequency block, the last axis is (real, imaginary). No bias.
     """
 
-    has_bias = False
     n_spatial = 2
-
-    def __init__(self, in_channels: int, out_channels: int, modes: int) -> None:
-        super().__init__(in_channels, out_channels)
-        self.modes = modes
 
     @property
     def tail(self) -> tuple[int, ...]:
@@ -259,9 +260,3 @@ class SpectralConv2d(Op):
 
     def per_sample(self, x: Tensor, w: Tensor) -> Tensor:
         return self._apply(x, w, "bixy,bkixy->bkxy")
-
-    def init_weight(self, rows: int, *, dtype: torch.dtype | None = None,
-                    device: torch.device | None = None) -> Tensor:
-        # Li et al.'s FNO initialisation: uniform [0, 1/(in*out)) for both real and imaginary parts
-        scale = 1.0 / (self.in_channels * self.out_channels)
-        return scale * torch.rand(rows, *self.tail, dtype=dtype, device=device)

@@ -14,15 +14,17 @@ the wavenumbers 2π m / L of its own domain), is integrated exactly by ETDRK4
 (``leads.envs.spectral``), float64. GEPS integrates a finite-difference (Arakawa) form by RK4 at
 dt = 0.005 on 512².
 
-Measured (64² observations, warm-up then the test horizon [0, 2], worst snapshot's relative L2):
-- Time step, 256², against a 16x smaller step: 1.0e-3 at h = 0.01, 7.2e-5 at 0.005, 4.6e-6 at
-  0.0025 for ν = 1e-4 on domain 1; 1.3e-2, 1.3e-3, 8.8e-5 for ν = 5e-5 on domain 1.25 (fourth
-  order). ``solver_dt`` = 0.005 keeps it over 100x below the grid's error (below); there
-  h max|u| k_max = 1.4 in the fastest environment (h = 0.01, at 2.9, is still stable). On 512²
-  the same margin needs 0.0025 (profile paper_code).
-- Solver grid, against 512²: 256² is 5.4% off for ν = 1e-4 on domain 1 (F = 1), 0.9% on domain
-  0.75 (F = 0), 33% for ν = 5e-5 on domain 1.25; 128² is 44%, 16% and 98% off. At ν >= 5e-4,
-  128² is within 3% of 256² (ν = 2e-3 on domain 0.5: 1e-7). So at ν <= 1e-4 the default 256² is
+Measured (``python benchmarks/kolmogorov_accuracy.py``: 64² observations, seed 0, warm-up then
+the test horizon [0, 2], worst snapshot's relative L2):
+- Time step, 256², against a 16x smaller step than the smallest: 9.8e-4 at h = 0.01, 7.2e-5 at
+  0.005, 4.6e-6 at 0.0025 for ν = 1e-4 on domain 1; 1.8e-2, 1.6e-3, 1.1e-4 for ν = 5e-5 on domain
+  1.25 (F = 1; fourth order). ``solver_dt`` = 0.005 keeps it over 100x below the grid's error
+  (below); there h max|u| k_max = 1.5 in the fastest environment (k_max: the largest wavenumber
+  the 2/3 rule keeps; h = 0.01, at 3.1, is still stable). On 512² the same margin needs 0.0025
+  (profile paper_code).
+- Solver grid, against 512²: 256² is 5.4% off for ν = 1e-4 on domain 1 (F = 1), 1.0% on domain
+  0.75 (F = 0), 39% for ν = 5e-5 on domain 1.25; 128² is 44%, 18% and 100% off. At ν >= 5e-4,
+  128² is within 4% of 256² (ν = 2e-3 on domain 0.5: 4e-7). So at ν <= 1e-4 the default 256² is
   a truncated flow, within ~5% of 512² at the training viscosities; GEPS' 512² is paper_code's.
 
 Initial vorticity (GEPS): random phases on the energy spectrum E(k) = (4/3) π^(−1/2) (k/k0)^4

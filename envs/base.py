@@ -24,7 +24,8 @@ Env = dict[str, float]
 
 
 def _per_sample(value: torch.Tensor | float, u: torch.Tensor) -> torch.Tensor | float:
-    """A ``(B,)`` parameter column shaped to broadcast against one channel ``u[:, c]``."""
+    """A ``(B,)`` parameter column shaped to broadcast against one channel ``u[:, c]`` (a column
+    already shaped so, or a float, as it is)."""
     if isinstance(value, torch.Tensor) and value.dim() == 1:
         return value.to(u).view(-1, *([1] * (u.dim() - 2)))
     return value
@@ -245,11 +246,12 @@ class System(ABC):
         Returns:
             ``(B, *state_shape)``; zeros for no terms.
         """
-        out = torch.zeros_like(u)
+        out = None
         for name in names:
             used = {p: _per_sample(values[p], u) for p in self.terms[name]}
-            out = out + getattr(self, f"term_{name}")(t, u, used)
-        return out
+            term = getattr(self, f"term_{name}")(t, u, used)
+            out = term if out is None else out + term
+        return torch.zeros_like(u) if out is None else out
 
     def stiffness(self, names: Sequence[str], values: Mapping[str, torch.Tensor | float]) -> float:
         """An upper bound on the spectral radius of the terms' Jacobian where it is large

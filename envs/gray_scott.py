@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.nn.functional import pad
 
 from leads.envs.base import Env, System, check_seed
 from leads.envs.errors import UserError
@@ -47,12 +46,19 @@ def laplacian_9pt(a: torch.Tensor, dx: float) -> torch.Tensor:
     """The 9-point Laplacian over the last two (periodic) axes, in physical space.
 
     It factors as ``S_x S_y − 4`` with ``S = [½, 1, ½]`` along each axis: two shifted sums
-    instead of eight shifted copies."""
-    n1, n2 = a.shape[-2:]
-    p = pad(a.reshape(-1, 1, n1, n2), (1, 1, 1, 1), mode="circular")
-    s = p[..., 1:-1, :] + 0.5 * (p[..., :-2, :] + p[..., 2:, :])
-    s = s[..., 1:-1] + 0.5 * (s[..., :-2] + s[..., 2:])
-    return (s.reshape(a.shape) - 4 * a) / dx**2
+    instead of eight shifted copies. The shifts are ``torch.roll``s, whose backward is a roll:
+    slices of a padded copy each fill and copy a zero buffer in the backward pass, which made
+    the hybrid models' known terms 1.6-2.5x slower (fwd+bwd, 16 x 2 x 32 x 32, one thread)."""
+    s = a + 0.5 * (a.roll(1, -2) + a.roll(-1, -2))
+    s = s + 0.5 * (s.roll(1, -1) + s.roll(-1, -1))
+    return (s - 4 * a) / dx**2
+
+
+def per_channel(u: torch.Tensor, *values: torch.Tensor | float) -> torch.Tensor:
+    """One coefficient per channel of ``u`` ``(B, C, ...)``, each a float or a per-sample
+    ``(B, 1, ...)`` column: ``(1 or B, C, 1, ...)``, so a term is one product, not a stack."""
+    cols = torch.broadcast_tensors(*(torch.as_tensor(v, dtype=u.dtype, device=u.device) for v in values))
+    return torch.stack(cols, dim=-1).reshape(-1, len(values), *[1] * (u.dim() - 2))
 
 
 # On CPU, solving 64 trajectories at a time keeps more of the working set in cache: measured
@@ -143,18 +149,20 @@ class GrayScott(System):
     constants = ("D_u", "D_v")
 
     def term_diffusion(self, t: Any, u: torch.Tensor, p: dict[str, Any]) -> torch.Tensor:
-        lap = laplacian_9pt(u, self.config["dx"])
-        return torch.stack((p["D_u"] * lap[:, 0], p["D_v"] * lap[:, 1]), dim=1)
+        return laplacian_9pt(u, self.config["dx"]) * per_channel(u, p["D_u"], p["D_v"])
 
     def term_reaction(self, t: Any, u: torch.Tensor, p: dict[str, Any]) -> torch.Tensor:
-        r = u[:, 0] * u[:, 1] ** 2
+        a, b = u.unbind(1)  # unbind's backward is one stack; a select's fills a zero buffer
+        r = a * b * b
         return torch.stack((-r, r), dim=1)
 
     def term_feed(self, t: Any, u: torch.Tensor, p: dict[str, Any]) -> torch.Tensor:
-        return torch.stack((p["F"] * (1 - u[:, 0]), -p["F"] * u[:, 1]), dim=1)
+        a, b = u.unbind(1)
+        return torch.stack((p["F"] * (1 - a), -p["F"] * b), dim=1)
 
     def term_kill(self, t: Any, u: torch.Tensor, p: dict[str, Any]) -> torch.Tensor:
-        return torch.stack((torch.zeros_like(u[:, 1]), -p["k"] * u[:, 1]), dim=1)
+        b = u.unbind(1)[1]
+        return torch.stack((torch.zeros_like(b), -p["k"] * b), dim=1)
 
     def stiffness(self, names: Sequence[str], values: Mapping[str, torch.Tensor | float]) -> float:
         """The 9-point Laplacian's spectrum lies in [-4, 0]/dx^2: diffusion's rate is 4 D / dx^2."""

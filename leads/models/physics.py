@@ -13,7 +13,7 @@ own environment parameters, which identifies the new environment's physical para
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -74,8 +74,23 @@ class PhysicsPart(nn.Module):
         return [{p: float(v[e, i]) for i, p in enumerate(self.names)} for e in range(self.n_envs)]
 
     def forward(self, t: float | Tensor, u: Tensor, env: Tensor) -> Tensor:
-        values = self.values()[env].to(u.dtype)
-        return self.system.terms_rhs(self.terms, t, u, {p: values[:, i] for i, p in enumerate(self.names)})
+        return self.field(env, u.dtype)(t, u)
+
+    def field(self, env: Tensor, dtype: torch.dtype = torch.float32) -> Callable[[float | Tensor, Tensor], Tensor]:
+        """The known terms as ``f(t, u)`` for samples of environments ``env``, their parameters
+        looked up and shaped once: an integrator calls it dozens of times per interval.
+
+        Args:
+            env: ``(B,)`` environment index of each sample.
+            dtype: the states' dtype.
+
+        Returns:
+            ``f(t, u) -> du/dt`` of the known terms for ``(B, *state_shape)`` states.
+        """
+        values = self.values()[env].to(dtype)
+        column = (-1, *[1] * (len(self.system.state_shape) - 1))  # broadcasts against u[:, c]
+        named = {p: values[:, i].view(column) for i, p in enumerate(self.names)}
+        return lambda t, u: self.system.terms_rhs(self.terms, t, u, named)
 
     def stable_substeps(self, h: float) -> int:
         """RK4 substeps per interval ``h`` that keep the known terms stable with the current values."""

@@ -60,17 +60,21 @@ def rollout(
     def field(s: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return f(x, env, s) if time_dependent else f(x, env)
 
-    def time(i: int, j: int, h: torch.Tensor) -> float | torch.Tensor:
+    # Times as Python floats: a step size that is a 0-d tensor costs a tensor op at every use
+    # (h / 2, t + h, ...), dozens per interval when known terms are substepped.
+    times = t.tolist() if isinstance(t, torch.Tensor) else [float(s) for s in t]
+
+    def time(i: int, j: int, h: float) -> float | torch.Tensor:
         if not time_dependent:
             return 0.0  # the learned field is autonomous
-        offset = (t[i] - t[0]) + j * h
-        return t0 + offset if t0 is not None else t[i] + j * h
+        offset = (times[i] - times[0]) + j * h
+        return t0 + offset if t0 is not None else times[i] + j * h
 
     states = [u0]
     u = u0
     shape = (u0.shape[0],) + (1,) * (u0.dim() - 1)
     for i in range(len(t) - 1):
-        h = (t[i + 1] - t[i]) / substeps
+        h = (times[i + 1] - times[i]) / substeps
         for j in range(substeps):
             u = step(field, time(i, j, h), u, h)
         states.append(u)

@@ -50,8 +50,9 @@ def main() -> None:
         order = math.log2(out[-1]["max_rel_l2"] / worst) if out and math.isfinite(worst) and len(out) else math.nan
         out.append({"substeps": n, "step": system.dt / n, "max_rel_l2": worst, "order": order})
         rows.append([n, f"{system.dt / n:g}", f"{worst:.2e}", "—" if math.isnan(order) else f"{order:.1f}"])
+    n_held = len(envs) // args.trajectories - len(system.train_envs)
     print(f"{args.env}: RK4 on every known term, true parameters, float32, over [0, {2 * system.horizon:g}], "
-          f"{len(system.train_envs)} training and {len(envs) // args.trajectories - len(system.train_envs)} held-out environments")
+          f"{len(system.train_envs)} training and {n_held} held-out environments")
     print(table(["substeps / dt", "step", "max rel. L2 vs solver", "order"], rows))
     write_json(f"physics_integrator_{args.env}.json", {"system": args.env, "results": out})
 

@@ -14,7 +14,12 @@ from tiny import tiny_config
 from leads.config.loading import load_config
 from leads.envs.base import env_label
 from leads.evaluation import heldout
-from leads.evaluation.adaptation import adapt_to_new_environments, split_environments, stacked_by_environment
+from leads.evaluation.adaptation import (
+    _make_optimizer,
+    adapt_to_new_environments,
+    split_environments,
+    stacked_by_environment,
+)
 from leads.evaluation.metrics import relative_l2
 from leads.evaluation.scoring import flatten_trajectories
 from leads.models.forecaster import Forecaster
@@ -147,3 +152,20 @@ def test_a_method_without_stacked_environment_rows_is_adapted_set_by_set(tmp_pat
     sets = heldout.heldout_sets(cfg)
     heldout.evaluate_heldout_sets(module, cfg, sets, progress=False)
     assert len(calls) == len(sets)
+
+
+def test_lbfgs_keeps_stepping_on_a_loss_with_tiny_gradients():
+    # A joint loss is a mean over environments in normalised units: one environment still far from
+    # its optimum can have gradients below L-BFGS's default tolerance (1e-7), which skipped its steps.
+    theta = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = _make_optimizer("lbfgs", [theta], 1.0)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = 1e-6 * (theta - torch.tensor([0.5, 0.25])).square().sum()
+        loss.backward()
+        return loss
+
+    for _ in range(10):
+        opt.step(closure)
+    assert torch.allclose(theta.detach(), torch.tensor([0.5, 0.25]), atol=1e-4)

@@ -138,7 +138,7 @@ def test_identification_recovers_known_parameters(tmp_path):
     # training environments' rates and those of new environments (adaptation) are recovered.
     cfg = RunConfig.of(tiny_config("lotka_volterra", tmp_path, "physics.terms=all", "physics.residual=false",
                                    "train.max_steps=400", "train.val_every=200", "train.lr=2e-2",
-                                   "adapt.steps=40", "adapt.val_every=5", "data.window=null"))
+                                   "adapt.steps=100", "adapt.val_every=5", "data.window=null"))
     run = train(cfg, progress=False)
     system = system_of(cfg)
     for est, env in zip(run.module.physics.estimates(), system.train_envs, strict=True):

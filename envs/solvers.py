@@ -38,19 +38,18 @@ def _times(t_obs: Sequence[float] | np.ndarray | torch.Tensor) -> list[float]:
     return t.tolist()
 
 
+def _plus(u: torch.Tensor, c: float | torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """``u + c k``, one fused operation when ``c`` is a Python number (``torch.add``'s alpha):
+    the number of operations per stage is what a small state's step costs."""
+    return torch.add(u, k, alpha=c) if isinstance(c, (int, float)) else u + c * k
+
+
 def rk4_step(f: RHS, t: float, u: torch.Tensor, h: float) -> torch.Tensor:
     k1 = f(t, u)
-    if isinstance(h, float):
-        # u + c k as one fused op (torch.add's alpha): fewer operations per stage, which is what
-        # a small state's step costs.
-        k2 = f(t + h / 2, torch.add(u, k1, alpha=h / 2))
-        k3 = f(t + h / 2, torch.add(u, k2, alpha=h / 2))
-        k4 = f(t + h, torch.add(u, k3, alpha=h))
-        return torch.add(u, k1 + 2 * (k2 + k3) + k4, alpha=h / 6)
-    k2 = f(t + h / 2, u + (h / 2) * k1)
-    k3 = f(t + h / 2, u + (h / 2) * k2)
-    k4 = f(t + h, u + h * k3)
-    return u + (h / 6) * (k1 + 2 * k2 + 2 * k3 + k4)
+    k2 = f(t + h / 2, _plus(u, h / 2, k1))
+    k3 = f(t + h / 2, _plus(u, h / 2, k2))
+    k4 = f(t + h, _plus(u, h, k3))
+    return _plus(u, h / 6, k1 + 2 * (k2 + k3) + k4)
 
 
 def euler_step(f: RHS, t: float, u: torch.Tensor, h: float) -> torch.Tensor:

@@ -24,8 +24,7 @@ Env = dict[str, float]
 
 
 def _per_sample(value: torch.Tensor | float, u: torch.Tensor) -> torch.Tensor | float:
-    """A ``(B,)`` parameter column shaped to broadcast against one channel ``u[:, c]`` (a column
-    already shaped so, or a float, as it is)."""
+    """A ``(B,)`` parameter column shaped to broadcast against one channel ``u[:, c]``."""
     if isinstance(value, torch.Tensor) and value.dim() == 1:
         return value.to(u).view(-1, *([1] * (u.dim() - 2)))
     return value

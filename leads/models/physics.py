@@ -88,8 +88,7 @@ class PhysicsPart(nn.Module):
             ``f(t, u) -> du/dt`` of the known terms for ``(B, *state_shape)`` states.
         """
         values = self.values()[env].to(dtype)
-        column = (-1, *[1] * (len(self.system.state_shape) - 1))  # broadcasts against u[:, c]
-        named = {p: values[:, i].view(column) for i, p in enumerate(self.names)}
+        named = {p: values[:, i] for i, p in enumerate(self.names)}
         return lambda t, u: self.system.terms_rhs(self.terms, t, u, named)
 
     def stable_substeps(self, h: float) -> int:

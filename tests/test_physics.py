@@ -16,9 +16,9 @@ from leads.config.schema import RunConfig
 from leads.datasets.h5 import load_split
 from leads.envs.errors import UserError
 from leads.envs.registry import SYSTEMS, get_system
-from leads.evaluation.heldout import evaluate_heldout
+from leads.evaluation.heldout import evaluate_heldout, identify
 from leads.models.forecaster import Forecaster
-from leads.models.physics import PhysicsPart
+from leads.models.physics import PhysicsPart, method_label
 from leads.training.train import train
 
 SMALL = {"navier_stokes": {"size": 16, "warmup": 0.1}}
@@ -188,6 +188,35 @@ def test_true_parameters_need_the_new_environments(tmp_path):
                     ["physics.terms=all", "physics.params=true_values", "physics.residual=false"])
     with pytest.raises(UserError, match="leaves no model"):
         load_config("lotka_volterra", "quick", ["physics.residual=false"])
+
+
+def test_known_constants_stay_fixed_and_only_environment_parameters_are_learned(tmp_path):
+    # GEPS' Gray-Scott physics: D_u, D_v are the system's constants and known; F and k are
+    # learned per environment, adapted on new ones and identified alone.
+    cfg = RunConfig.of(tiny_config("gray_scott", tmp_path, "physics.terms=all", "physics.params=constants_known"))
+    system = system_of(cfg)
+    module = Forecaster(cfg, system.state_shape, [str(e) for e in system.train_envs])
+    part = module.physics
+    assert part.learned_names == ["F", "k"] and part.theta.shape == (len(system.train_envs), 2)
+    assert module.physics_parameters() == [part.theta]
+    truth = part.true_values(system.train_envs)
+    d_cols = [part.names.index("D_u"), part.names.index("D_v")]
+    assert torch.allclose(part.values()[:, d_cols], truth[:, d_cols])
+    env = torch.arange(len(system.train_envs))
+    u = torch.rand(len(env), *system.state_shape)
+    module.physics(0.0, u, env).square().sum().backward()
+    assert part.theta.grad is not None and float(part.theta.grad.abs().min()) > 0
+    new = copy.deepcopy(module)
+    heldout = system.heldout["extrap"]
+    new.reset_environments(len(heldout))  # constants need no environments
+    assert new.physics.theta.shape == (len(heldout), 2)
+    assert torch.allclose(new.physics.values()[:, d_cols], truth[:1, d_cols].expand(len(heldout), -1))
+    assert all(set(row) == {"F", "k"} for row in identify(new, heldout))
+    assert method_label(cfg.to_dict()) == "lowrank+phys[all,constants_known]"
+    with pytest.raises(UserError, match="nothing to learn"):
+        cfg = RunConfig.of(tiny_config("gray_scott", tmp_path, "physics.terms=[diffusion,reaction]",
+                                       "physics.params=constants_known", "physics.residual=false"))
+        Forecaster(cfg, system.state_shape, [str(e) for e in system.train_envs])
 
 
 def test_runs_without_physics_keep_their_run_ids(tmp_path: Path):

@@ -217,7 +217,7 @@ class PhysicsConfig(Section):
 
     where = "physics"
     terms: Any = rule(None, _terms)
-    params: str = rule("learned", _choice("learned", "true_values"))
+    params: str = rule("learned", _choice("learned", "constants_known", "true_values"))
     residual: bool = True
     integrator: str = rule("joint", _choice("joint", "strang"))
     substeps: int = rule(1, _int(1))

@@ -157,13 +157,15 @@ def identify(module: Forecaster, envs: list[Env]) -> list[dict[str, Identified]]
     """The learned physical parameters of ``module``'s environments against ``envs``' true ones;
     None without learned known terms."""
     physics = module.physics
-    if physics is None or physics.mode != "learned":
+    if physics is None or not physics.learned_names:
         return None
     truth = physics.true_values(envs).double()
     out = []
     for e, est in enumerate(physics.estimates()):
         row = {}
         for i, name in enumerate(physics.names):
+            if name not in physics.learned_names:  # known, not identified
+                continue
             true = float(truth[e, i])
             err = abs(est[name] - true) / abs(true) if true else abs(est[name])
             row[name] = Identified(est[name], true, err)

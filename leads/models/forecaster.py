@@ -49,6 +49,9 @@ class Forecaster(pl.LightningModule):
         if cfg.physics.terms:
             system = system_of(cfg)
             self.physics = PhysicsPart(system, cfg.physics.terms, system.train_envs, cfg.physics.params)
+            if not cfg.physics.residual and not self.physics.learned_names:
+                raise UserError(f"physics.residual=false with physics.params={cfg.physics.params} leaves nothing "
+                                "to learn in these terms; use physics.params=learned or keep the residual")
         self.residual = cfg.physics.residual
         # APHYNITY's lambda: the weight of the trajectory loss against ||residual||^2 (see objective).
         self.register_buffer("aphynity_lambda", torch.tensor(float(cfg.physics.lambda_0)))

@@ -3,11 +3,14 @@
 ``du/dt = physics_e(u) + residual_e(u)``: ``physics_e`` sums the terms of the system named in
 ``physics.terms`` (``envs/``: the same code the data were generated with), evaluated with
 environment ``e``'s own physical parameters. Those parameters are learned with the rest of the
-model (``physics.params: learned``), or fixed to the true values (``true_values``, an oracle for
-comparison). Learned values are stored as ``scale * theta`` with ``theta`` near 1, so one
-learning rate fits parameters of any magnitude (F ~ 0.03, k1 ~ 100); on a new environment
-``theta`` starts from the mean of the training environments' and is adapted with the method's
-own environment parameters, which identifies the new environment's physical parameters.
+model (``physics.params: learned``); or the system's constants, the same in every environment
+(Gray-Scott's D_u, D_v), are known and only the environment parameters are learned
+(``constants_known``: the setting of the GEPS code's GEPS-Phy and APHYNITY rows); or all are
+fixed to the true values (``true_values``, an oracle for comparison). Learned values are stored
+as ``scale * theta`` with ``theta`` near 1, so one learning rate fits parameters of any
+magnitude (F ~ 0.03, k1 ~ 100); on a new environment ``theta`` starts from the mean of the
+training environments' and is adapted with the method's own environment parameters, which
+identifies the new environment's physical parameters.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from torch import Tensor, nn
 from leads.envs.base import Env, System
 from leads.envs.errors import UserError
 
-PARAM_MODES = ("learned", "true_values")
+PARAM_MODES = ("learned", "constants_known", "true_values")
 # RK4's stability interval on the negative real axis is [-2.785, 0]; a margin below it.
 RK4_STABLE_STEP = 2.5
 
@@ -34,8 +37,9 @@ class PhysicsPart(nn.Module):
         system: the system whose terms are used.
         terms: names of its terms (checked: an unknown name is a one-line error).
         envs: the training environments (their true parameters give the initial values).
-        mode: ``learned`` (start every environment at the training mean, then learn) or
-            ``true_values`` (fixed to each environment's true parameters).
+        mode: ``learned`` (start every environment at the training mean, then learn),
+            ``constants_known`` (the system's constants fixed to their values, the environment
+            parameters learned) or ``true_values`` (fixed to each environment's true parameters).
     """
 
     def __init__(self, system: System, terms: Sequence[str], envs: Sequence[Env], mode: str = "learned") -> None:
@@ -46,13 +50,18 @@ class PhysicsPart(nn.Module):
         self.terms = system.check_terms(terms)
         self.names = system.term_parameters(self.terms)
         self.mode = mode
+        self.learned = [mode == "learned" or (mode == "constants_known" and p not in system.constants)
+                        for p in self.names]
         truth = self.true_values(envs)
         mean = truth.mean(0)
         # The scale of each parameter: its typical magnitude (1 when it is 0 in every environment).
         scale = torch.where(mean.abs() > 0, mean.abs(), torch.ones_like(mean))
         self.register_buffer("scale", scale)
-        init = truth / scale if mode == "true_values" else (mean / scale).expand_as(truth).clone()
-        self.theta = nn.Parameter(init, requires_grad=mode == "learned")
+        cols = [i for i, learned in enumerate(self.learned) if learned]
+        self.register_buffer("_learned_cols", torch.tensor(cols, dtype=torch.long), persistent=False)
+        # Fixed values (scaled), rebuilt from the environments: not part of a checkpoint.
+        self.register_buffer("fixed", truth / scale, persistent=False)
+        self.theta = nn.Parameter((mean / scale)[cols].expand(len(envs), -1).clone())
 
     @property
     def n_envs(self) -> int:
@@ -64,9 +73,16 @@ class PhysicsPart(nn.Module):
         rows = [torch.as_tensor(values[p], dtype=torch.float64).expand(len(envs)) for p in self.names]
         return torch.stack(rows, dim=1).float() if rows else torch.zeros(len(envs), 0)
 
+    @property
+    def learned_names(self) -> list[str]:
+        """The parameters that are learned (and identified on new environments)."""
+        return [p for p, learned in zip(self.names, self.learned) if learned]
+
     def values(self) -> Tensor:
         """``(n_envs, n_params)`` current physical values, in the order of ``names``."""
-        return self.theta * self.scale
+        if all(self.learned):
+            return self.theta * self.scale
+        return self.fixed.index_copy(1, self._learned_cols, self.theta) * self.scale
 
     def estimates(self) -> list[dict[str, float]]:
         """The current parameter values of each environment, by name."""
@@ -98,18 +114,19 @@ class PhysicsPart(nn.Module):
         return max(1, math.ceil(abs(h) * rate / RK4_STABLE_STEP))
 
     def env_parameters(self) -> list[nn.Parameter]:
-        return [self.theta] if self.mode == "learned" else []
+        return [self.theta] if any(self.learned) else []
 
     def reset_environments(self, envs: Sequence[Env] | int) -> None:
-        """Parameters for new environments: the training mean (learned), or the true values of
-        ``envs`` (``true_values`` mode, which needs the environments themselves)."""
-        if self.mode == "true_values":
-            if isinstance(envs, int):
-                raise UserError("physics.params=true_values needs the new environments' parameters; "
-                                "pass the environments to adapt, or use physics.params=learned")
-            self.theta = nn.Parameter((self.true_values(envs) / self.scale.cpu()).to(self.theta), requires_grad=False)
-            return
+        """Parameters for new environments: learned ones start at the training mean; fixed ones
+        take the true values of ``envs`` (the system's constants need only their number)."""
         n = envs if isinstance(envs, int) else len(envs)
+        if not isinstance(envs, int):
+            self.fixed = (self.true_values(envs) / self.scale.cpu()).to(self.fixed)
+        elif self.mode == "true_values":
+            raise UserError("physics.params=true_values needs the new environments' parameters; "
+                            "pass the environments to adapt, or use physics.params=learned")
+        else:  # constants only: the same in every environment
+            self.fixed = self.fixed[:1].expand(n, -1).clone()
         mean = self.theta.detach().mean(0, keepdim=True)
         self.theta = nn.Parameter(mean.expand(n, -1).clone())
 
@@ -122,5 +139,5 @@ def method_label(cfg: Any) -> str:
     if not pc["terms"]:
         return str(cfg["method"])
     terms = "all" if pc["terms"] == "all" else ",".join(pc["terms"])
-    known = f"phys[{terms}{'' if pc['params'] == 'learned' else ',true_values'}]"
+    known = f"phys[{terms}{'' if pc['params'] == 'learned' else ',' + pc['params']}]"
     return f"{cfg['method']}+{known}" if pc["residual"] else known

@@ -100,16 +100,19 @@ class Forecaster(pl.LightningModule):
         # Known terms can be stiff on the observation step (Gray-Scott at dt=10): RK4 substeps as
         # many as physics.substeps asks for, and at least what their current parameters need.
         n_phys = max(pc.substeps, self.physics.stable_substeps(dt))
+        known = self.physics.field(env, u0.dtype)  # parameters looked up once per rollout
         if pc.integrator == "joint" or not self.residual:
+
+            def joint(u: torch.Tensor, env: torch.Tensor, s: float | torch.Tensor) -> torch.Tensor:
+                return self.residual_field(u, env) + known(s, u)
+
             # The known terms alone take RK4 (their accuracy is measured for it) whatever steps the network.
-            return rollout(self.vector_field, u0, t, env, method=fc.solver if self.residual else "rk4",
+            return rollout(joint, u0, t, env, method=fc.solver if self.residual else "rk4",
                            substeps=max(fc.substeps, n_phys), time_dependent=True, t0=t0, **kw)
         # Strang splitting: half a step of the known terms (n_phys/2 RK4 substeps per interval),
         # one step of the residual, half a step of the known terms. The network is evaluated as
         # often as without physics; with a zero residual this is the known terms' own RK4 flow.
         inner = max(1, math.ceil(n_phys / (2 * fc.substeps)))
-
-        known = self.physics.field(env, u0.dtype)
 
         def physics_flow(s: float | torch.Tensor, u: torch.Tensor, h: float | torch.Tensor) -> torch.Tensor:
             for j in range(inner):

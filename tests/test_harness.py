@@ -107,6 +107,34 @@ def test_a_step_that_makes_the_loss_non_finite_is_undone_at_a_lower_learning_rat
     assert math.isfinite(adapted.best_val_rel_l2) and adapted.best_val_rel_l2 <= start.best_val_rel_l2
 
 
+def test_lbfgs_line_search_steps_back_from_a_trial_point_with_a_non_finite_loss(monkeypatch):
+    # A rollout that blows up at a line-search trial point (the pendulum's forcing frequency did)
+    # gives a NaN loss with no gradient; torch's strong-Wolfe search took it for a minimum and
+    # failed with an IndexError. The search must step back inside the finite region and go on.
+    from leads.evaluation import adaptation
+
+    module = _module("lowrank")
+    start_contexts = module.model.contexts.detach().mean(0)
+    original = adaptation._loss
+    hits = []
+
+    def blows_up_far_away(new, x, t, env):
+        loss = original(new, x, t, env)
+        if float((new.model.contexts.detach() - start_contexts).abs().max()) > 0.05:
+            hits.append(1)
+            return loss * float("nan")
+        return loss
+
+    monkeypatch.setattr(adaptation, "_loss", blows_up_far_away)
+    states, t = decay_data(2, 2, seed=2)
+    cfg = {**ADAPT, "steps": 30, "patience": 30, "optimizer": "lbfgs"}
+    adapted = adapt_to_new_environments(module, states, states, t, ["x", "y"], cfg)
+    start = adapt_to_new_environments(module, states, states, t, ["x", "y"], {**cfg, "steps": 0})
+    assert hits, "no trial point was non-finite: the test no longer exercises the line search"
+    assert adapted.best_step > 0
+    assert math.isfinite(adapted.best_val_rel_l2) and adapted.best_val_rel_l2 < start.best_val_rel_l2
+
+
 @pytest.mark.parametrize("method", ["lowrank", "coda", "lora", "per_env", "leads"])
 def test_contexts_adapt_at_lr_and_weight_tensors_at_weights_lr(method):
     states, t = decay_data(2, 2, seed=2)

@@ -44,6 +44,8 @@ from leads.models.forecaster import Forecaster
 LINE_SEARCH_EVALS = 20
 BACKTRACK_FACTOR = 10.0
 MAX_BACKTRACKS = 6
+# A non-finite L-BFGS trial point is scored as this many times the step's starting loss (+ 1).
+WALL_FACTOR = 1.0e3
 
 
 @dataclass
@@ -133,11 +135,19 @@ def adapt_to_new_environments(
 
     opt = make(lr)
 
+    evaluations: list[float] = []  # losses met in the current step (the first is its start)
+
     def closure() -> torch.Tensor:
         opt.zero_grad(set_to_none=True)
         loss = _loss(new, x, t, env)
         if torch.isfinite(loss):
             loss.backward()
+        elif optimizer == "lbfgs" and evaluations:
+            # A line-search trial point whose rollout blew up. Its zero gradient would make torch's
+            # strong-Wolfe search take it for a minimum and fail (an empty bracket); a high finite
+            # loss makes the search step back inside the region where the loss is finite.
+            loss = torch.tensor(WALL_FACTOR * evaluations[0] + 1.0)
+        evaluations.append(float(loss.detach()))
         return loss
 
     excluded = 0.0
@@ -168,6 +178,7 @@ def adapt_to_new_environments(
             if torch.isfinite(loss):
                 opt.step()
         else:
+            evaluations.clear()
             loss = opt.step(closure)  # the loss before the step; the line search may leave a bad point
         if torch.isfinite(loss):
             last_finite = before

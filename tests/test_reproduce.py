@@ -93,7 +93,21 @@ def test_coda_lotka_volterra_profile_follows_coda_s_code():
         {"beta": b, "delta": d} for b in (0.625, 1.125) for d in (0.625, 1.125)]
     assert all(e["alpha"] == e["gamma"] == 0.5 for e in system.train_envs + sets["coda"])
     assert (cfg.data.n_train, cfg.data.n_test, cfg.data.n_test_heldout) == (4, 32, 32)
-    assert cfg.data.same_initial_states and (system.dt, system.horizon) == (0.5, 10.0)
+    assert cfg.data.same_initial_states and (system.dt, system.horizon) == (0.5, 9.5)  # 20 points, as the code
+
+
+def test_coda_glycolytic_profile_follows_coda_s_code():
+    from leads.evaluation.heldout import heldout_sets
+
+    cfg = load_config("glycolytic_oscillator", "paper")
+    system = get_system("glycolytic_oscillator", **cfg["system"])
+    grid = [(k1, K1) for k1 in (100.0, 90.0, 80.0) for K1 in (1.0, 0.75, 0.5)]
+    assert sorted((e["k1"], e["K1"]) for e in system.train_envs) == sorted(grid)
+    (coda,) = heldout_sets(cfg).values()
+    assert sorted((e["k1"], e["K1"]) for e in coda) == [(k1, K1) for k1 in (85.0, 95.0) for K1 in (0.625, 0.875)]
+    assert (cfg.data.n_train, cfg.data.n_test, cfg.data.n_test_heldout, cfg.adapt.shots) == (32, 32, 32, 1)
+    assert cfg.data.batch_size == 32 * len(grid) and cfg.data.same_initial_states
+    assert (system.dt, system.horizon) == (0.05, 0.95)
 
 
 def test_geps_burgers_and_kolmogorov_profiles_follow_the_code():

@@ -1,4 +1,5 @@
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -46,3 +47,20 @@ def test_unknown_mode_and_logger(monkeypatch, tmp_path):
     with pytest.raises(UserError, match="unknown logger 'tensorboard'"):
         make_logger(cfg("offline", "tensorboard"), tmp_path, "r")
     assert make_logger(cfg("offline", "none"), tmp_path, "r") is None
+
+
+def test_a_resumed_csv_run_keeps_the_metrics_of_its_earlier_sessions(tmp_path):
+    # Lightning's CSVLogger deletes an existing metrics.csv in its directory; --resume used to
+    # lose the training curve of every earlier session that way.
+    cfg = {"logger": "csv"}
+    paths = []
+    for session in range(3):
+        logger = make_logger(cfg, tmp_path, "run")
+        logger.log_metrics({"loss": float(session)}, step=session)
+        logger.save()
+        logger.finalize("success")
+        paths.append(Path(logger.log_dir) / "metrics.csv")
+    assert len(set(paths)) == 3
+    for session, path in enumerate(paths):
+        lines = path.read_text().splitlines()
+        assert len(lines) == 2 and lines[1].split(",")[0] in (str(float(session)), str(session)), lines

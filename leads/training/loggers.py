@@ -55,7 +55,12 @@ def make_logger(cfg: Mapping[str, Any], run_dir: Path, run_id: str, job_type: st
     if kind == "none":
         return None
     if kind == "csv":
-        return CSVLogger(save_dir=str(run_dir), name="csv", version="")
+        # Lightning's CSV logger empties the metrics.csv it finds: a resumed run writes a new part.
+        version, part = "", 1
+        while (run_dir / "csv" / version / "metrics.csv").exists():
+            part += 1
+            version = f"part-{part}"
+        return CSVLogger(save_dir=str(run_dir), name="csv", version=version)
     mode = wandb_mode(cfg)
     if mode == "disabled":
         return None

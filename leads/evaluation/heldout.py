@@ -163,8 +163,8 @@ def identify(module: Forecaster, envs: list[Env]) -> list[dict[str, Identified]]
     out = []
     for e, est in enumerate(physics.estimates()):
         row = {}
-        for i, name in enumerate(physics.names):
-            if name not in physics.learned_names:  # known, not identified
+        for i, (name, learned) in enumerate(zip(physics.names, physics.learned, strict=True)):
+            if not learned:  # known, not identified
                 continue
             true = float(truth[e, i])
             err = abs(est[name] - true) / abs(true) if true else abs(est[name])

@@ -258,6 +258,16 @@ class System(ABC):
         nothing in them is stiff."""
         return 0.0
 
+    # Known terms that are linear and diagonal in Fourier space on the periodic grid (diffusion):
+    # an exponential integrator takes them exactly (``linear_symbol``).
+    spectral_terms: ClassVar[tuple[str, ...]] = ()
+
+    def linear_symbol(self, names: Sequence[str], values: Mapping[str, torch.Tensor | float]) -> torch.Tensor:
+        """The Fourier symbol of the sum of the ``spectral_terms`` among ``names``: ``L`` with
+        ``rfft2(sum of those terms (u)) = L * rfft2(u)``, shaped ``(1 or B, C, n, n//2+1)`` (a
+        per-sample ``(B,)`` value gives one row per sample). Systems without such terms have none."""
+        raise UserError(f"{self.name} has no term that is linear and diagonal in Fourier space")
+
     @abstractmethod
     def solve(self, u0: torch.Tensor, params: torch.Tensor, t: np.ndarray) -> torch.Tensor:
         """Accurate batched solution at times ``t`` (``t[0]`` is the time of ``u0``):

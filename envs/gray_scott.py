@@ -164,6 +164,16 @@ class GrayScott(System):
         b = u.unbind(1)[1]
         return torch.stack((torch.zeros_like(b), -p["k"] * b), dim=1)
 
+    spectral_terms = ("diffusion",)
+
+    def linear_symbol(self, names: Sequence[str], values: Mapping[str, torch.Tensor | float]) -> torch.Tensor:
+        """Diffusion's symbol: ``D_c`` times the 9-point stencil's eigenvalues, per channel."""
+        lap = stencil_symbol(self.config["size"], self.config["dx"])
+        if "diffusion" not in names:
+            return torch.zeros_like(lap).expand(1, 2, *lap.shape)
+        d = [torch.as_tensor(values[k], dtype=torch.float64).reshape(-1, 1, 1) for k in ("D_u", "D_v")]
+        return torch.stack([c * lap.to(c.device) for c in d], dim=1)
+
     def stiffness(self, names: Sequence[str], values: Mapping[str, torch.Tensor | float]) -> float:
         """The 9-point Laplacian's spectrum lies in [-4, 0]/dx^2: diffusion's rate is 4 D / dx^2."""
         if "diffusion" not in names:

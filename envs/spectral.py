@@ -18,7 +18,7 @@ import torch
 
 from leads.envs.errors import UserError
 
-Nonlinear = Callable[[torch.Tensor], torch.Tensor]
+Nonlinear = Callable[..., torch.Tensor]  # N(v), or N(v, t) for a non-autonomous part
 
 
 def rfft_wavenumbers(n: int, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,6 +53,7 @@ class ETDRK4:
     def __init__(self, L: torch.Tensor, h: float, n_contour: int = 32) -> None:
         if L.is_complex():
             raise TypeError("ETDRK4 here needs a real linear operator (the contour uses its symmetry)")
+        self.h = h
         hL = h * L.to(torch.float64)
         self.E = torch.exp(hL)
         self.E2 = torch.exp(hL / 2)
@@ -71,14 +72,26 @@ class ETDRK4:
                 acc += term.real
         self.Q, self.f1, self.f2, self.f3 = (h * acc / n_contour for acc in sums)
 
-    def step(self, v: torch.Tensor, nonlinear: Nonlinear) -> torch.Tensor:
-        Nv = nonlinear(v)
+    def to(self, dtype: torch.dtype) -> ETDRK4:
+        """The coefficients in ``dtype`` (computed in float64), e.g. for float32 spectra."""
+        for name in ("E", "E2", "Q", "f1", "f2", "f3"):
+            setattr(self, name, getattr(self, name).to(dtype))
+        return self
+
+    def step(self, v: torch.Tensor, nonlinear: Nonlinear, t: float | torch.Tensor | None = None) -> torch.Tensor:
+        """One step from spectrum ``v``; with ``t`` (the step's start time) ``nonlinear`` is
+        called as ``nonlinear(v, time)`` at the stages' times t, t + h/2, t + h/2, t + h."""
+
+        def at(x: torch.Tensor, c: float) -> torch.Tensor:
+            return nonlinear(x) if t is None else nonlinear(x, t + c * self.h)
+
+        Nv = at(v, 0.0)
         a = self.E2 * v + self.Q * Nv
-        Na = nonlinear(a)
+        Na = at(a, 0.5)
         b = self.E2 * v + self.Q * Na
-        Nb = nonlinear(b)
+        Nb = at(b, 0.5)
         c = self.E2 * a + self.Q * (2 * Nb - Nv)
-        Nc = nonlinear(c)
+        Nc = at(c, 1.0)
         return self.E * v + self.f1 * Nv + 2 * self.f2 * (Na + Nb) + self.f3 * Nc
 
 

@@ -219,7 +219,7 @@ class PhysicsConfig(Section):
     terms: Any = rule(None, _terms)
     params: str = rule("learned", _choice("learned", "constants_known", "true_values"))
     residual: bool = True
-    integrator: str = rule("joint", _choice("joint", "strang"))
+    integrator: str = rule("joint", _choice("joint", "strang", "etdrk4"))
     substeps: int = rule(1, _int(1))
     lambda_0: float = rule(1.0, _number(0, open_low=True))
     tau_2: float = rule(1.0, _number(0))

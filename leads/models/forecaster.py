@@ -17,6 +17,7 @@ from leads.config.loading import system_of
 from leads.config.schema import RunConfig
 from leads.envs.errors import UserError
 from leads.envs.solvers import rk4_step
+from leads.envs.spectral import ETDRK4
 from leads.evaluation.metrics import relative_l2
 from leads.models.methods import build_model
 from leads.models.physics import PhysicsPart
@@ -49,6 +50,9 @@ class Forecaster(pl.LightningModule):
         if cfg.physics.terms:
             system = system_of(cfg)
             self.physics = PhysicsPart(system, cfg.physics.terms, system.train_envs, cfg.physics.params)
+            if cfg.physics.integrator == "etdrk4" and not system.spectral_terms:
+                raise UserError(f"physics.integrator=etdrk4 needs a known term that is linear and diagonal in "
+                                f"Fourier space, which {system.name} does not have; use physics.integrator=joint")
             if not cfg.physics.residual and not self.physics.learned_names:
                 raise UserError(f"physics.residual=false with physics.params={cfg.physics.params} leaves nothing "
                                 "to learn in these terms; use physics.params=learned or keep the residual")
@@ -100,6 +104,8 @@ class Forecaster(pl.LightningModule):
         # Known terms can be stiff on the observation step (Gray-Scott at dt=10): RK4 substeps as
         # many as physics.substeps asks for, and at least what their current parameters need.
         n_phys = max(pc.substeps, self.physics.stable_substeps(dt))
+        if pc.integrator == "etdrk4":
+            return self._etdrk4_rollout(u0, t, env, max(fc.substeps, pc.substeps), t0=t0, **kw)
         known = self.physics.field(env, u0.dtype)  # parameters looked up once per rollout
         if pc.integrator == "joint" or not self.residual:
 
@@ -126,6 +132,32 @@ class Forecaster(pl.LightningModule):
 
         return rollout(self.residual_field, u0, t, env, method=strang_step, substeps=fc.substeps,
                        time_dependent=True, t0=t0, **kw)
+
+    def _etdrk4_rollout(self, u0: torch.Tensor, t: torch.Tensor, env: torch.Tensor, substeps: int,
+                        **kw: Any) -> torch.Tensor:
+        """ETDRK4 (Cox & Matthews) on ``du/dt = L u + N(u)``: ``L`` the known terms that are
+        linear and diagonal in Fourier space (diffusion), taken exactly; ``N`` the other known
+        terms plus the residual. Gray-Scott's diffusion makes RK4 unstable at dt = 10, and what
+        limits the step is then the reaction: at 4 steps per dt this is ~10x more accurate than
+        RK4 at the same number of network evaluations (docs/physics.md)."""
+        assert self.physics is not None
+        known = self.physics.field(env, u0.dtype, skip=self.physics.spectral_terms)
+        L = self.physics.symbol(env)
+        size = u0.shape[-2:]
+        schemes: dict[float, ETDRK4] = {}
+
+        def nonlinear(vh: torch.Tensor, s: float | torch.Tensor) -> torch.Tensor:
+            u = torch.fft.irfft2(vh, s=size)
+            return torch.fft.rfft2(self.residual_field(u, env) + known(s, u))
+
+        def etd_step(field: Any, s: float | torch.Tensor, u: torch.Tensor, h: float) -> torch.Tensor:
+            key = round(h, 12)
+            if key not in schemes:  # one set of coefficients per step size and rollout
+                schemes[key] = ETDRK4(L, h).to(u.dtype)
+            return torch.fft.irfft2(schemes[key].step(torch.fft.rfft2(u), nonlinear, s), s=size)
+
+        return rollout(self.residual_field, u0, t, env, method=etd_step, substeps=substeps,
+                       time_dependent=True, **kw)
 
     # ------------------------------------------------------------------ environments
     @property

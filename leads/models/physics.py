@@ -92,20 +92,36 @@ class PhysicsPart(nn.Module):
     def forward(self, t: float | Tensor, u: Tensor, env: Tensor) -> Tensor:
         return self.field(env, u.dtype)(t, u)
 
-    def field(self, env: Tensor, dtype: torch.dtype = torch.float32) -> Callable[[float | Tensor, Tensor], Tensor]:
+    def field(self, env: Tensor, dtype: torch.dtype = torch.float32,
+              skip: Sequence[str] = ()) -> Callable[[float | Tensor, Tensor], Tensor]:
         """The known terms as ``f(t, u)`` for samples of environments ``env``, their parameters
         looked up and shaped once: an integrator calls it dozens of times per interval.
 
         Args:
             env: ``(B,)`` environment index of each sample.
             dtype: the states' dtype.
+            skip: terms left out (those an exponential integrator takes exactly).
 
         Returns:
             ``f(t, u) -> du/dt`` of the known terms for ``(B, *state_shape)`` states.
         """
         values = self.values()[env].to(dtype)
         named = {p: values[:, i] for i, p in enumerate(self.names)}
-        return lambda t, u: self.system.terms_rhs(self.terms, t, u, named)
+        terms = tuple(x for x in self.terms if x not in skip)
+        return lambda t, u: self.system.terms_rhs(terms, t, u, named)
+
+    @property
+    def spectral_terms(self) -> tuple[str, ...]:
+        """The known terms that are linear and diagonal in Fourier space (diffusion)."""
+        return tuple(x for x in self.terms if x in self.system.spectral_terms)
+
+    def symbol(self, env: Tensor) -> Tensor:
+        """The Fourier symbol of the ``spectral_terms`` for the samples of environments ``env``,
+        float64, ``(B or 1, C, n, n//2+1)`` (differentiable in learned parameters)."""
+        values = self.values().double()
+        named = {p: values[:, i] for i, p in enumerate(self.names)}
+        L = self.system.linear_symbol(self.spectral_terms, named)
+        return L[env] if L.shape[0] > 1 else L
 
     def stable_substeps(self, h: float) -> int:
         """RK4 substeps per interval ``h`` that keep the known terms stable with the current values."""

@@ -226,6 +226,28 @@ def test_identification_recovers_known_parameters(tmp_path):
     assert result.scores.summary()[0] < 1e-2
 
 
+def test_several_starts_identify_the_pendulum_s_forcing_frequency(tmp_path):
+    # The forcing F cos(w_f t) over [0, 25]: from the training mean (w_f = 0.44) gradient descent
+    # cannot reach w_f = 0.75 or 1.0 (the phase error passes pi); one of 16 starts lands near.
+    cfg = RunConfig.of(tiny_config("pendulum", tmp_path, "physics.terms=all", "physics.residual=false",
+                                   "physics.starts=16", "train.max_steps=20", "train.val_every=10",
+                                   "adapt.steps=20", "adapt.val_every=5", "data.window=null"))
+    run = train(cfg, progress=False)
+    system = system_of(cfg)
+    driven = [(est, env) for est, env in zip(run.module.physics.estimates(), system.train_envs) if env["F"] > 0]
+    assert len(driven) == 2
+    mean_wf = sum(env["omega_f"] for env in system.train_envs) / len(system.train_envs)
+    for est, env in driven:
+        assert abs(mean_wf - env["omega_f"]) > 0.3 * env["omega_f"]  # the single start is far off
+        # The frequency in its basin is the point; F, convex, is left to the (here 20) training steps.
+        for p, tol in (("omega_f", 2e-2), ("omega0", 2e-2), ("F", 0.1)):
+            assert abs(est[p] - env[p]) <= tol * env[p], (p, est, env)
+    result = evaluate_heldout(run.module, cfg, "interp")
+    for row, env in zip(result.identified, system.heldout["interp"], strict=True):
+        if env["F"] >= 0.1:
+            assert row["omega_f"].rel_error <= 5e-2, (row, env)
+
+
 def test_non_autonomous_known_terms_see_each_window_s_own_start_time(tmp_path):
     # The pendulum's forcing F cos(w t): a window starting at t0 must be integrated from t0.
     cfg = RunConfig.of(tiny_config("pendulum", tmp_path, "physics.terms=all", "physics.params=true_values",

@@ -221,6 +221,8 @@ class PhysicsConfig(Section):
     residual: bool = True
     integrator: str = rule("joint", _choice("joint", "strang", "etdrk4"))
     substeps: int = rule(1, _int(1))
+    starts: int = rule(1, _int(1))
+    start_steps: int = rule(100, _int(0))
     lambda_0: float = rule(1.0, _number(0, open_low=True))
     tau_2: float = rule(1.0, _number(0))
 

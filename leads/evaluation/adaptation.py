@@ -123,6 +123,10 @@ def adapt_to_new_environments(
 
     x, env = (a.to(device) for a in flatten_trajectories(adapt_states, shots))
     t = t.to(device, x.dtype)
+    # Several starting values of the known terms' parameters (physics.starts), fitted on the
+    # fitting trajectories with the method's own starting environment parameters held.
+    pc = new.cfg.physics
+    new.search_physics(adapt_states[:, :shots], t, int(pc.starts), int(pc.start_steps), int(new.cfg.seed))
     optimizer = _optimizer_name(cfg, new.adapts_weights)
     # L-BFGS finds its step by line search: its lr is the first trial step, 1 unless backtracked.
     lr = 1.0 if optimizer == "lbfgs" else float(cfg.weights_lr if new.adapts_weights else cfg.lr)

@@ -7,6 +7,7 @@ once and stored as buffers, so a checkpoint alone rebuilds the model.
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -93,9 +94,10 @@ class Forecaster(pl.LightningModule):
         return self.du_std * self.model((u - self.u_mean) / self.u_std, env) if self.residual else 0.0
 
     def forward(self, u0: torch.Tensor, t: torch.Tensor, env: torch.Tensor, t0: torch.Tensor | None = None,
-                **kw: Any) -> torch.Tensor:
+                physics_env: torch.Tensor | None = None, **kw: Any) -> torch.Tensor:
         """Rollouts from ``u0`` over the times ``t`` (``t0``: each sample's start time, for
-        non-autonomous known terms when samples start at different times)."""
+        non-autonomous known terms when samples start at different times; ``physics_env``: the
+        row of the known terms' parameters of each sample, when not ``env``)."""
         fc = self.cfg.forecaster
         if self.physics is None:
             return rollout(self.vector_field, u0, t, env, method=fc.solver, substeps=fc.substeps, **kw)
@@ -104,9 +106,10 @@ class Forecaster(pl.LightningModule):
         # Known terms can be stiff on the observation step (Gray-Scott at dt=10): RK4 substeps as
         # many as physics.substeps asks for, and at least what their current parameters need.
         n_phys = max(pc.substeps, self.physics.stable_substeps(dt))
+        penv = env if physics_env is None else physics_env
         if pc.integrator == "etdrk4":
-            return self._etdrk4_rollout(u0, t, env, max(fc.substeps, pc.substeps), t0=t0, **kw)
-        known = self.physics.field(env, u0.dtype)  # parameters looked up once per rollout
+            return self._etdrk4_rollout(u0, t, env, penv, max(fc.substeps, pc.substeps), t0=t0, **kw)
+        known = self.physics.field(penv, u0.dtype)  # parameters looked up once per rollout
         if pc.integrator == "joint" or not self.residual:
 
             def joint(u: torch.Tensor, env: torch.Tensor, s: float | torch.Tensor) -> torch.Tensor:
@@ -133,16 +136,73 @@ class Forecaster(pl.LightningModule):
         return rollout(self.residual_field, u0, t, env, method=strang_step, substeps=fc.substeps,
                        time_dependent=True, t0=t0, **kw)
 
-    def _etdrk4_rollout(self, u0: torch.Tensor, t: torch.Tensor, env: torch.Tensor, substeps: int,
-                        **kw: Any) -> torch.Tensor:
+    def search_physics(self, states: torch.Tensor, t: torch.Tensor, starts: int, steps: int = 100,
+                       seed: int = 0, lr: float = 0.05, max_trajectories: int = 8) -> None:
+        """Multi-start fit of the known terms' learned parameters, before gradient descent on the
+        whole model: ``starts`` starting values per environment (the current one, and the others
+        log-uniform in [1/4, 4] times it, parameter by parameter), each fitted by ``steps`` Adam
+        steps on the environment's own trajectories with the rest of the model held, all starts
+        in one batch; the best fit of each environment is kept. Fitting a frequency (the
+        pendulum's forcing) from one start is non-convex once the phase error over the horizon
+        passes pi; one of several starts lands in the right basin.
+
+        Args:
+            states: ``(n_env, n_traj, n_t, *state)`` trajectories of the environments (the first
+                ``max_trajectories`` of each are used).
+            t: ``(n_t,)`` their observation times.
+            starts: starting values per environment (1: nothing done).
+            steps: Adam steps from each start, at learning rate ``lr`` (parameters are scaled to ~1).
+            seed: seeds the starting values.
+        """
+        if self.physics is None or starts <= 1 or not self.physics.learned_names:
+            return
+        part = self.physics
+        device = part.theta.device
+        states = states[:, :max_trajectories].to(device, self.u_mean.dtype)
+        n_env, n_traj = states.shape[:2]
+        start = part.theta.detach().clone()
+        generator = torch.Generator().manual_seed(seed)
+        factor = torch.exp((2 * torch.rand(starts, *start.shape, generator=generator, dtype=torch.float64) - 1)
+                           * math.log(4)).to(start)
+        factor[0] = 1.0
+        # One row of parameters per (start, environment); the model's own environment rows are shared.
+        many = copy.deepcopy(part)
+        many.theta = torch.nn.Parameter((start * factor).flatten(0, 1))
+        many.fixed = part.fixed.repeat(starts, 1)
+        x = states.flatten(0, 1).repeat(starts, 1, *[1] * (states.dim() - 3))
+        env = torch.arange(n_env, device=device).repeat_interleave(n_traj).repeat(starts)
+        row = env + n_env * torch.arange(starts, device=device).repeat_interleave(n_env * n_traj)
+        t = t.to(device, x.dtype)
+        opt = torch.optim.Adam([many.theta], lr=lr)
+        self.physics = many
+        try:
+            with torch.enable_grad():
+                for i in range(steps + 1):
+                    per_sample, _ = self.objective(self(x[:, 0], t, env, physics_env=row), x, env)
+                    per_sample = torch.where(torch.isfinite(per_sample), per_sample, torch.inf)
+                    if i == steps:  # the last rollout scores the fits
+                        break
+                    finite = per_sample.isfinite()
+                    (grad,) = torch.autograd.grad(per_sample[finite].sum(), [many.theta], allow_unused=True)
+                    many.theta.grad = torch.zeros_like(many.theta) if grad is None else grad.nan_to_num(0.0)
+                    opt.step()
+        finally:
+            self.physics = part
+        loss = per_sample.detach().new_zeros(starts * n_env).index_add(0, row, per_sample.detach())
+        best = loss.view(starts, n_env).argmin(0)
+        with torch.no_grad():
+            part.theta.copy_(many.theta.detach().view(starts, n_env, -1)[best, torch.arange(n_env, device=device)])
+
+    def _etdrk4_rollout(self, u0: torch.Tensor, t: torch.Tensor, env: torch.Tensor, physics_env: torch.Tensor,
+                        substeps: int, **kw: Any) -> torch.Tensor:
         """ETDRK4 (Cox & Matthews) on ``du/dt = L u + N(u)``: ``L`` the known terms that are
         linear and diagonal in Fourier space (diffusion), taken exactly; ``N`` the other known
         terms plus the residual. Gray-Scott's diffusion makes RK4 unstable at dt = 10, and what
         limits the step is then the reaction: at 4 steps per dt this is ~10x more accurate than
         RK4 at the same number of network evaluations (docs/physics.md)."""
         assert self.physics is not None
-        known = self.physics.field(env, u0.dtype, skip=self.physics.spectral_terms)
-        L = self.physics.symbol(env)
+        known = self.physics.field(physics_env, u0.dtype, skip=self.physics.spectral_terms)
+        L = self.physics.symbol(physics_env)
         size = u0.shape[-2:]
         schemes: dict[float, ETDRK4] = {}
 

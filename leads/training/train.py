@@ -68,6 +68,8 @@ def run_id_of(cfg: Mapping[str, Any]) -> str:
                                                         "results_dir")}
     if not (ident.get("physics") or {}).get("terms"):
         ident.pop("physics", None)  # no known terms: the same run as before physics existed
+    elif ident["physics"].get("starts") == 1:  # keys added later, at their defaults: ids from before them
+        ident["physics"] = {k: v for k, v in ident["physics"].items() if k not in ("starts", "start_steps")}
     method = re.sub(r"[^A-Za-z0-9_.-]", "_", str(cfg["method"]))  # module:Class -> a directory name
     return f"{method}-s{cfg['seed']}-{config_hash(ident, 8)}"
 
@@ -142,7 +144,15 @@ def data_and_model(cfg: Mapping[str, Any], progress: bool | None = None) -> tupl
     train_data = load_split(dm.paths["train"])
     module = Forecaster(cfg, system.state_shape, [env_label(e) for e in system.train_envs])
     states = train_data.states.flatten(0, 1)
-    module.fit_normalization(states, torch.as_tensor(train_data.t, dtype=states.dtype))
+    t = torch.as_tensor(train_data.t, dtype=states.dtype)
+    module.fit_normalization(states, t)
+    # Several starting values of the known terms' parameters, fitted on the training data
+    # (physics.starts). Not with a residual: untrained, it is noise, and the known terms alone would
+    # be fitted to what the missing ones do (the pendulum without friction: omega0 ~ 3.8 for 0.5);
+    # adaptation searches with the trained residual.
+    pc = cfg["physics"]
+    if not pc["residual"]:
+        module.search_physics(train_data.states, t, int(pc["starts"]), int(pc["start_steps"]), int(cfg["seed"]))
     return dm, module
 
 

@@ -180,6 +180,22 @@ def test_etdrk4_step_sees_the_stage_times_of_a_non_autonomous_part():
     assert e[0] / e[1] > 12 and e[1] / e[2] > 12, e
 
 
+@pytest.mark.parametrize("name", [n for n in sorted(SYSTEMS) if get_system(n, **SMALL.get(n, {})).spectral_terms])
+def test_linear_symbol_is_the_fourier_form_of_the_spectral_terms(name):
+    system, u, params = _batch(name)
+    values = system.parameter_values(params)
+    terms = system.spectral_terms
+    # Each parameter of these terms different in every sample: the symbol has one row per sample.
+    for p in system.term_parameters(terms):
+        values[p] = torch.as_tensor(values[p], dtype=torch.float64) * (1 + 0.1 * torch.arange(len(u)))
+    direct = system.terms_rhs(terms, 0.0, u, values)
+    L = system.linear_symbol(terms, values)
+    assert L.shape[0] == len(u)
+    spectral = torch.fft.irfft2(L * torch.fft.rfft2(u), s=u.shape[-2:])
+    assert torch.allclose(spectral, direct, atol=1e-12, rtol=1e-10)
+    assert float(direct.abs().max()) > 1e-3  # not a trivial zero
+
+
 def test_etdrk4_integrator_needs_a_spectral_term():
     with pytest.raises(UserError, match="physics.integrator=joint") as e:
         cfg = RunConfig.of(load_config("lotka_volterra", "quick", ["physics.terms=all", "physics.integrator=etdrk4"]))

@@ -72,10 +72,10 @@ class ETDRK4:
                 acc += term.real
         self.Q, self.f1, self.f2, self.f3 = (h * acc / n_contour for acc in sums)
 
-    def to(self, dtype: torch.dtype) -> ETDRK4:
-        """The coefficients in ``dtype`` (computed in float64), e.g. for float32 spectra."""
+    def to(self, dtype: torch.dtype, device: torch.device | str | None = None) -> ETDRK4:
+        """The coefficients in ``dtype`` (computed in float64), e.g. for float32 spectra, on ``device``."""
         for name in ("E", "E2", "Q", "f1", "f2", "f3"):
-            setattr(self, name, getattr(self, name).to(dtype))
+            setattr(self, name, getattr(self, name).to(device=device, dtype=dtype))
         return self
 
     def step(self, v: torch.Tensor, nonlinear: Nonlinear, t: float | torch.Tensor | None = None) -> torch.Tensor:

@@ -213,7 +213,7 @@ class Forecaster(pl.LightningModule):
         def etd_step(field: Any, s: float | torch.Tensor, u: torch.Tensor, h: float) -> torch.Tensor:
             key = round(h, 12)
             if key not in schemes:  # one set of coefficients per step size and rollout
-                schemes[key] = ETDRK4(L, h).to(u.dtype)
+                schemes[key] = ETDRK4(L, h).to(u.dtype, u.device)
             return torch.fft.irfft2(schemes[key].step(torch.fft.rfft2(u), nonlinear, s), s=size)
 
         return rollout(self.residual_field, u0, t, env, method=etd_step, substeps=substeps,

@@ -117,11 +117,12 @@ class PhysicsPart(nn.Module):
 
     def symbol(self, env: Tensor) -> Tensor:
         """The Fourier symbol of the ``spectral_terms`` for the samples of environments ``env``,
-        float64, ``(B or 1, C, n, n//2+1)`` (differentiable in learned parameters)."""
-        values = self.values().double()
+        float64 (on the CPU for MPS), ``(B or 1, C, n, n//2+1)``, differentiable in learned parameters."""
+        values = self.values()
+        values = (values.cpu() if values.device.type == "mps" else values).double()  # MPS has no float64
         named = {p: values[:, i] for i, p in enumerate(self.names)}
         L = self.system.linear_symbol(self.spectral_terms, named)
-        return L[env] if L.shape[0] > 1 else L
+        return L[env.to(L.device)] if L.shape[0] > 1 else L
 
     def stable_substeps(self, h: float) -> int:
         """RK4 substeps per interval ``h`` that keep the known terms stable with the current values."""

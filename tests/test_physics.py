@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -74,17 +75,22 @@ def test_physics_part_gradient_matches_finite_differences(name):
     def loss() -> torch.Tensor:
         return (part(0.3, u, env) * w).sum()
 
-    (grad,) = torch.autograd.grad(loss(), [part.theta])
-    eps = 1e-6
-    for e, i in [(0, 0), (len(env) - 1, part.theta.shape[1] - 1)]:
+    _assert_gradient_matches_finite_differences(loss, part.theta, [(0, 0), (len(env) - 1, part.theta.shape[1] - 1)],
+                                                1e-6)
+
+
+def _assert_gradient_matches_finite_differences(loss: Any, theta: torch.Tensor, cells: list[tuple[int, int]],
+                                                rtol: float, eps: float = 1e-6) -> None:
+    (grad,) = torch.autograd.grad(loss(), [theta])
+    for e, i in cells:
         with torch.no_grad():
-            part.theta[e, i] += eps
+            theta[e, i] += eps
             up = float(loss())
-            part.theta[e, i] -= 2 * eps
+            theta[e, i] -= 2 * eps
             down = float(loss())
-            part.theta[e, i] += eps
+            theta[e, i] += eps
         fd = (up - down) / (2 * eps)
-        assert abs(fd - float(grad[e, i])) <= 1e-6 * max(1.0, abs(fd)), (name, e, i, fd, float(grad[e, i]))
+        assert abs(fd - float(grad[e, i])) <= rtol * max(1.0, abs(fd)), (e, i, fd, float(grad[e, i]))
 
 
 def _data(cfg: RunConfig, split: str):
@@ -93,34 +99,17 @@ def _data(cfg: RunConfig, split: str):
     return load_split(ensure_split(system_of(cfg), cfg.data, split))
 
 
-def test_complete_physics_with_true_parameters_rolls_out_at_integrator_accuracy(tmp_path):
-    # Gray-Scott's known terms at the observation step dt=10, split around a zero residual: the
-    # rollout converges to the solver's trajectory at RK4's fourth order in physics.substeps, even
-    # when the network would be stepped by Euler.
+@pytest.mark.parametrize("integrator, substeps", [("strang", (8, 16, 32)), ("etdrk4", (4, 8, 16))])
+def test_complete_physics_with_true_parameters_rolls_out_at_integrator_accuracy(tmp_path, integrator, substeps):
+    # Gray-Scott's known terms at the observation step dt=10 with a zero residual converge to the
+    # solver's trajectory at fourth order in physics.substeps: split around the network's step
+    # (RK4 on the known terms, even when the network would be stepped by Euler), or with diffusion
+    # exact in Fourier space (ETDRK4, which at 1 step per dt the reaction makes blow up).
     errors = []
-    for n in (8, 16, 32):
+    for n in substeps:
         cfg = RunConfig.of(tiny_config("gray_scott", tmp_path, "physics.terms=all", "physics.params=true_values",
-                                       f"physics.substeps={n}", "forecaster.solver=euler"))
-        system = system_of(cfg)
-        module = Forecaster(cfg, system.state_shape, [str(e) for e in system.train_envs]).double()
-        module.residual = False
-        data = _data(cfg, "test")
-        x = data.states.flatten(0, 1).double()
-        env = torch.arange(data.states.shape[0]).repeat_interleave(data.states.shape[1])
-        with torch.no_grad():
-            pred = module(x[:, 0], torch.as_tensor(data.t), env)
-        errors.append(float(((pred - x).flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1)).max()))
-    assert errors[-1] < 1e-4, errors
-    assert errors[0] / errors[1] > 8 and errors[1] / errors[2] > 8, errors  # ~2^4
-
-
-def test_etdrk4_integrator_takes_diffusion_exactly_and_converges_at_fourth_order(tmp_path):
-    # Gray-Scott's known terms with diffusion exact in Fourier space: at 1 step per dt=10 the
-    # reaction makes ETDRK4 blow up; from 4 steps it converges to the solver at fourth order.
-    errors = []
-    for n in (4, 8, 16):
-        cfg = RunConfig.of(tiny_config("gray_scott", tmp_path, "physics.terms=all", "physics.params=true_values",
-                                       "physics.integrator=etdrk4", f"physics.substeps={n}"))
+                                       f"physics.integrator={integrator}", f"physics.substeps={n}",
+                                       "forecaster.solver=euler"))
         system = system_of(cfg)
         module = Forecaster(cfg, system.state_shape, [str(e) for e in system.train_envs]).double()
         module.residual = False
@@ -147,18 +136,8 @@ def test_etdrk4_rollout_gradient_in_the_diffusion_coefficients_matches_finite_di
     def loss() -> torch.Tensor:
         return (module(u0, t, env) * w).sum()
 
-    (grad,) = torch.autograd.grad(loss(), [part.theta])
-    eps = 1e-6
-    for e, name in [(0, "D_u"), (1, "D_v"), (1, "k")]:
-        i = part.names.index(name)
-        with torch.no_grad():
-            part.theta[e, i] += eps
-            up = float(loss())
-            part.theta[e, i] -= 2 * eps
-            down = float(loss())
-            part.theta[e, i] += eps
-        fd = (up - down) / (2 * eps)
-        assert abs(fd - float(grad[e, i])) <= 1e-5 * max(1.0, abs(fd)), (name, e, fd, float(grad[e, i]))
+    cells = [(0, part.names.index("D_u")), (1, part.names.index("D_v")), (1, part.names.index("k"))]
+    _assert_gradient_matches_finite_differences(loss, part.theta, cells, 1e-5)
 
 
 def test_etdrk4_step_sees_the_stage_times_of_a_non_autonomous_part():

@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 from common import ROOT
 
+from leads.models.physics import method_label
 from leads.reporting import plots
 from leads.reporting.published import published_for
 from leads.reproduce import load_protocols
@@ -43,7 +44,7 @@ def main() -> None:
         curve = read_curve(run_dir)
         if cfg.get("profile") != protocol.profile or not curve:
             continue
-        curves.setdefault(cfg["method"], []).append(curve)
+        curves.setdefault(method_label(cfg), []).append(curve)  # hybrids apart from purely learned runs
     published = {f"{m} ({e.protocol})": ind[0] * e.scale for e in entries for m, (ind, _) in e.numbers.items()
                  if ind is not None}
     title = f"{protocol.name}: {protocol.system}, profile {protocol.profile}; test {metric} in-domain"

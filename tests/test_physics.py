@@ -243,6 +243,24 @@ def test_several_starts_identify_the_pendulum_s_forcing_frequency(tmp_path):
             assert row["omega_f"].rel_error <= 5e-2, (row, env)
 
 
+@pytest.mark.parametrize("after, expected", [(None, []), (0, [0]), (3, [3])])
+def test_a_hybrid_searches_its_physical_parameters_when_start_after_says(tmp_path, monkeypatch, after, expected):
+    # With a residual the search waits for physics.start_after training steps (by default it is
+    # left to adaptation); it then runs once, on the training trajectories.
+    calls: list[int] = []
+
+    def spy(self, states, t, starts, steps=100, seed=0, **kw):
+        calls.append(self.global_step if self._trainer is not None else 0)
+        assert states.shape[0] == len(self.env_names) and starts == 4 and steps == 2
+
+    monkeypatch.setattr(Forecaster, "search_physics", spy)
+    cfg = tiny_config("pendulum", tmp_path, "physics.terms=[kinematics,gravity,forcing]", "physics.starts=4",
+                      "physics.start_steps=2", f"physics.start_after={'null' if after is None else after}",
+                      "train.max_steps=6", "train.val_every=3")
+    train(cfg, progress=False)
+    assert calls == expected
+
+
 def test_non_autonomous_known_terms_see_each_window_s_own_start_time(tmp_path):
     # The pendulum's forcing F cos(w t): a window starting at t0 must be integrated from t0.
     cfg = RunConfig.of(tiny_config("pendulum", tmp_path, "physics.terms=all", "physics.params=true_values",

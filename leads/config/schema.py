@@ -223,6 +223,7 @@ class PhysicsConfig(Section):
     substeps: int = rule(1, _int(1))
     starts: int = rule(1, _int(1))
     start_steps: int = rule(100, _int(0))
+    start_after: int | None = rule(None, _int(0))
     lambda_0: float = rule(1.0, _number(0, open_low=True))
     tau_2: float = rule(1.0, _number(0))
 

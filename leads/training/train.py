@@ -35,6 +35,7 @@ from leads.training.checkpoints import (
 from leads.training.curves import LearningCurve
 from leads.training.interrupted import Interrupted
 from leads.training.loggers import make_logger
+from leads.training.physics_starts import SearchPhysicsAfter
 from leads.training.progress import TrainProgress, quiet_third_party
 
 ACCELERATORS = ("auto", "cpu", "cuda", "gpu", "mps")
@@ -69,7 +70,8 @@ def run_id_of(cfg: Mapping[str, Any]) -> str:
     if not (ident.get("physics") or {}).get("terms"):
         ident.pop("physics", None)  # no known terms: the same run as before physics existed
     elif ident["physics"].get("starts") == 1:  # keys added later, at their defaults: ids from before them
-        ident["physics"] = {k: v for k, v in ident["physics"].items() if k not in ("starts", "start_steps")}
+        ident["physics"] = {k: v for k, v in ident["physics"].items()
+                            if k not in ("starts", "start_steps", "start_after")}
     method = re.sub(r"[^A-Za-z0-9_.-]", "_", str(cfg["method"]))  # module:Class -> a directory name
     return f"{method}-s{cfg['seed']}-{config_hash(ident, 8)}"
 
@@ -147,13 +149,34 @@ def data_and_model(cfg: Mapping[str, Any], progress: bool | None = None) -> tupl
     t = torch.as_tensor(train_data.t, dtype=states.dtype)
     module.fit_normalization(states, t)
     # Several starting values of the known terms' parameters, fitted on the training data
-    # (physics.starts). Not with a residual: untrained, it is noise, and the known terms alone would
-    # be fitted to what the missing ones do (the pendulum without friction: omega0 ~ 3.8 for 0.5);
-    # adaptation searches with the trained residual.
+    # (physics.starts), here when physics.start_after says before training (SearchPhysicsAfter otherwise).
     pc = cfg["physics"]
-    if not pc["residual"]:
+    if _search_after(cfg) == 0:
         module.search_physics(train_data.states, t, int(pc["starts"]), int(pc["start_steps"]), int(cfg["seed"]))
     return dm, module
+
+
+def _search_after(cfg: Mapping[str, Any]) -> int | None:
+    """The training step before which the known terms' parameters are searched (None: never).
+    By default, before training without a residual and never with one (untrained, it is noise,
+    and the known terms alone would be fitted to what the missing ones do: the pendulum without
+    friction got omega0 ~ 3.8 for 0.5); adaptation always searches, with the trained residual."""
+    pc = cfg["physics"]
+    if not pc["terms"] or pc["starts"] <= 1:
+        return None
+    if pc["start_after"] is None:
+        return None if pc["residual"] else 0
+    return int(pc["start_after"])
+
+
+def _physics_search_callbacks(cfg: Mapping[str, Any], dm: TrajectoryDataModule) -> list[pl.Callback]:
+    after = _search_after(cfg)
+    if not after:
+        return []
+    data = load_split(dm.paths["train"])
+    pc = cfg["physics"]
+    return [SearchPhysicsAfter(data.states, torch.as_tensor(data.t, dtype=torch.float32), int(pc["starts"]),
+                               int(pc["start_steps"]), int(cfg["seed"]), after)]
 
 
 def train(cfg: RunConfig | Mapping[str, Any], resume: bool = False, progress: bool = True,
@@ -215,7 +238,7 @@ def train(cfg: RunConfig | Mapping[str, Any], resume: bool = False, progress: bo
             logger=logger if logger is not None else False,
             callbacks=[clock, curve, ValidateLastStep(), checkpoint, last_checkpoint,
                        TrainProgress(f"{cfg['system_name']} {cfg['method']} seed {cfg['seed']}",
-                                     progress), *callbacks],
+                                     progress), *_physics_search_callbacks(cfg, dm), *callbacks],
             plugins=[AtomicCheckpointIO()],
             use_distributed_sampler=False,  # the datamodule shards training batches itself (datasets/sharding.py)
             enable_progress_bar=False,  # TrainProgress counts steps, not epochs

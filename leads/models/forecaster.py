@@ -183,15 +183,20 @@ class Forecaster(pl.LightningModule):
                     if i == steps:  # the last rollout scores the fits
                         break
                     finite = per_sample.isfinite()
+                    if not finite.any():
+                        break
                     (grad,) = torch.autograd.grad(per_sample[finite].sum(), [many.theta], allow_unused=True)
                     many.theta.grad = torch.zeros_like(many.theta) if grad is None else grad.nan_to_num(0.0)
                     opt.step()
         finally:
             self.physics = part
-        loss = per_sample.detach().new_zeros(starts * n_env).index_add(0, row, per_sample.detach())
-        best = loss.view(starts, n_env).argmin(0)
+        loss = per_sample.detach().new_zeros(starts * n_env).index_add(0, row, per_sample.detach()).view(starts, n_env)
+        best = loss.argmin(0)
+        fitted = many.theta.detach().view(starts, n_env, -1)[best, torch.arange(n_env, device=device)]
+        # An environment none of whose fits stayed finite keeps its start.
+        ok = loss.min(0).values.isfinite().unsqueeze(1)
         with torch.no_grad():
-            part.theta.copy_(many.theta.detach().view(starts, n_env, -1)[best, torch.arange(n_env, device=device)])
+            part.theta.copy_(torch.where(ok, fitted, start))
 
     def _etdrk4_rollout(self, u0: torch.Tensor, t: torch.Tensor, env: torch.Tensor, physics_env: torch.Tensor,
                         substeps: int, **kw: Any) -> torch.Tensor:

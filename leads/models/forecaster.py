@@ -24,6 +24,9 @@ from leads.models.methods import build_model
 from leads.models.physics import PhysicsPart
 from leads.models.rollout import STEPPERS, rollout, teacher_forcing_probability
 
+# Trajectories per environment that the multi-start fit of the known terms' parameters uses.
+SEARCH_TRAJECTORIES = 8
+
 
 class TrainingDiverged(UserError):
     """The loss became NaN or exploded; the last good checkpoint is kept."""
@@ -137,7 +140,7 @@ class Forecaster(pl.LightningModule):
                        time_dependent=True, t0=t0, **kw)
 
     def search_physics(self, states: torch.Tensor, t: torch.Tensor, starts: int, steps: int = 100,
-                       seed: int = 0, lr: float = 0.05, max_trajectories: int = 8) -> None:
+                       seed: int = 0, lr: float = 0.05, max_trajectories: int = SEARCH_TRAJECTORIES) -> None:
         """Multi-start fit of the known terms' learned parameters, before gradient descent on the
         whole model: ``starts`` starting values per environment (the current one, and the others
         log-uniform in [1/4, 4] times it, parameter by parameter), each fitted by ``steps`` Adam

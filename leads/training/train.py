@@ -23,7 +23,7 @@ from leads.datasets.datamodule import TrajectoryDataModule, check_window
 from leads.datasets.h5 import load_split
 from leads.envs.base import env_label
 from leads.envs.errors import UserError
-from leads.models.forecaster import Forecaster
+from leads.models.forecaster import SEARCH_TRAJECTORIES, Forecaster
 from leads.training.checkpoints import (
     AtomicCheckpointIO,
     TrainClock,
@@ -175,7 +175,9 @@ def _physics_search_callbacks(cfg: Mapping[str, Any], dm: TrajectoryDataModule) 
         return []
     data = load_split(dm.paths["train"])
     pc = cfg["physics"]
-    return [SearchPhysicsAfter(data.states, torch.as_tensor(data.t, dtype=torch.float32), int(pc["starts"]),
+    # Only what the search uses is kept for the whole of training (a copy: a slice would hold the split).
+    states = data.states[:, :SEARCH_TRAJECTORIES].clone()
+    return [SearchPhysicsAfter(states, torch.as_tensor(data.t, dtype=torch.float32), int(pc["starts"]),
                                int(pc["start_steps"]), int(cfg["seed"]), after)]
 
 

@@ -71,9 +71,10 @@ def test_every_published_setting_is_a_profile_that_reproduces_it():
 
 
 def test_geps_gray_scott_profiles_follow_the_text_and_the_code():
-    text, code, cpu = (load_config("gray_scott", p) for p in ("paper", "paper_code", "paper_code_cpu"))
-    assert (text.data.n_train, code.data.n_train, cpu.data.n_train) == (1, 256, 256)
-    for cfg in (text, code, cpu):
+    text, code, cpu, text_cpu = (load_config("gray_scott", p)
+                                 for p in ("paper", "paper_code", "paper_code_cpu", "paper_cpu"))
+    assert (text.data.n_train, code.data.n_train, cpu.data.n_train, text_cpu.data.n_train) == (1, 256, 256, 1)
+    for cfg in (text, code, cpu, text_cpu):
         assert (cfg.system["dt"], cfg.system["horizon"]) == (10.0, 200.0)  # test rollouts to 2T = 400
         assert cfg.data.n_test == cfg.data.n_test_heldout == 32
         assert cfg.adapt.shots == 1

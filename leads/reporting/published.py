@@ -74,7 +74,9 @@ PUBLISHED: list[Published] = [
                   "paper_code_cpu": "the setting of GEPS' public code (256 training trajectories per "
                                     "environment), trained with our CPU recipe",
                   "paper": "the GEPS paper's text, 1 training trajectory per environment (its public code "
-                           "trains on 256)"},
+                           "trains on 256)",
+                  "paper_cpu": "the GEPS paper's text (1 training trajectory per environment), trained with "
+                               "our CPU recipe"},
     ),
     Published(
         system="pendulum", protocol="GEPS", source="Kassaï Koupaï et al., GEPS, NeurIPS 2024",

@@ -144,6 +144,17 @@ def test_contexts_adapt_at_lr_and_weight_tensors_at_weights_lr(method):
     assert adapted.optimizer == "adam"
 
 
+@pytest.mark.parametrize("method", ["lowrank", "lora", "leads"])
+def test_weight_tensors_take_weights_steps_and_contexts_take_steps(method):
+    # Adam on a network needs more steps than L-BFGS on a context: adapt.weights_steps.
+    states, t = decay_data(2, 2, seed=2)
+    cfg = {**ADAPT, "steps": 2, "weights_steps": 5, "patience": 50, "min_rel_improvement": 0.0}
+    adapted = adapt_to_new_environments(_module(method), states, states, t, ["x", "y"], cfg)
+    assert adapted.steps == (2 if method == "lowrank" else 5)
+    unset = adapt_to_new_environments(_module(method), states, states, t, ["x", "y"], {**cfg, "weights_steps": None})
+    assert unset.steps == 2
+
+
 @pytest.mark.parametrize("method", ["lowrank", "coda", "lora", "per_env", "leads"])
 def test_auto_optimizer_is_lbfgs_for_contexts_and_adam_for_weight_tensors(method):
     states, t = decay_data(2, 2, seed=2)

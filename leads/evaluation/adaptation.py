@@ -128,6 +128,7 @@ def adapt_to_new_environments(
     pc = new.cfg.physics
     new.search_physics(adapt_states[:, :shots], t, int(pc.starts), int(pc.start_steps), int(new.cfg.seed))
     optimizer = _optimizer_name(cfg, new.adapts_weights)
+    n_steps = steps_of(cfg, new.adapts_weights)
     # L-BFGS finds its step by line search: its lr is the first trial step, 1 unless backtracked.
     lr = 1.0 if optimizer == "lbfgs" else float(cfg.weights_lr if new.adapts_weights else cfg.lr)
     # Physical parameters (scaled to ~1) take the step of a context even when weights are adapted.
@@ -171,10 +172,10 @@ def adapt_to_new_environments(
     best_state, best_step, step = _snapshot(params), 0, 0
     reference, since = float(best.mean()), 0  # the kept mean at the last significant improvement
     last_finite, backtracks = best_state, 0
-    bar = Progress(f"adapting {label} ({n_env} environments, {n_per_env} parameters each)", cfg.steps, "steps",
+    bar = Progress(f"adapting {label} ({n_env} environments, {n_per_env} parameters each)", n_steps, "steps",
                    enabled=progress)
     bar.update(0, val_rel_l2=float(best.mean()))
-    for step in range(1, cfg.steps + 1):
+    for step in range(1, n_steps + 1):
         new.train()
         before = _snapshot(params)
         if optimizer == "adam":
@@ -285,6 +286,12 @@ def _check(adapt_states: torch.Tensor, val_states: torch.Tensor, env_names: list
     if not n_env == val_states.shape[0] == len(env_names):
         raise UserError(f"adaptation got {n_env} environments of adaptation data, {val_states.shape[0]} of "
                         f"validation data and {len(env_names)} names; they must agree")
+
+
+def steps_of(cfg: AdaptConfig, adapts_weights: bool) -> int:
+    """The step budget: ``weights_steps`` for methods that adapt weight tensors, when set;
+    ``steps`` otherwise."""
+    return cfg.weights_steps if adapts_weights and cfg.weights_steps is not None else cfg.steps
 
 
 def _optimizer_name(cfg: AdaptConfig, adapts_weights: bool) -> str:

@@ -72,6 +72,8 @@ def run_id_of(cfg: Mapping[str, Any]) -> str:
     elif ident["physics"].get("starts") == 1:  # keys added later, at their defaults: ids from before them
         ident["physics"] = {k: v for k, v in ident["physics"].items()
                             if k not in ("starts", "start_steps", "start_after")}
+    if (ident.get("adapt") or {}).get("weights_steps", 0) is None:  # added later; at its default: the id from before
+        ident["adapt"] = {k: v for k, v in ident["adapt"].items() if k != "weights_steps"}
     method = re.sub(r"[^A-Za-z0-9_.-]", "_", str(cfg["method"]))  # module:Class -> a directory name
     return f"{method}-s{cfg['seed']}-{config_hash(ident, 8)}"
 

@@ -128,7 +128,7 @@ def adapt_to_new_environments(
     pc = new.cfg.physics
     new.search_physics(adapt_states[:, :shots], t, int(pc.starts), int(pc.start_steps), int(new.cfg.seed))
     optimizer = _optimizer_name(cfg, new.adapts_weights)
-    n_steps = steps_of(cfg, new.adapts_weights)
+    n_steps = _steps_of(cfg, new.adapts_weights)
     # L-BFGS finds its step by line search: its lr is the first trial step, 1 unless backtracked.
     lr = 1.0 if optimizer == "lbfgs" else float(cfg.weights_lr if new.adapts_weights else cfg.lr)
     # Physical parameters (scaled to ~1) take the step of a context even when weights are adapted.
@@ -288,7 +288,7 @@ def _check(adapt_states: torch.Tensor, val_states: torch.Tensor, env_names: list
                         f"validation data and {len(env_names)} names; they must agree")
 
 
-def steps_of(cfg: AdaptConfig, adapts_weights: bool) -> int:
+def _steps_of(cfg: AdaptConfig, adapts_weights: bool) -> int:
     """The step budget: ``weights_steps`` for methods that adapt weight tensors, when set;
     ``steps`` otherwise."""
     return cfg.weights_steps if adapts_weights and cfg.weights_steps is not None else cfg.steps

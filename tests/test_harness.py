@@ -155,6 +155,18 @@ def test_weight_tensors_take_weights_steps_and_contexts_take_steps(method):
     assert unset.steps == 2
 
 
+@pytest.mark.parametrize("method", ["lowrank", "lora", "leads"])
+def test_weight_tensors_take_weights_patience_and_contexts_take_patience(method):
+    # Adam's progress on a network is slow and noisy: adapt.weights_patience checks before it stops.
+    # An improvement must halve the error to count, so one check of patience stops within a few steps.
+    states, t = decay_data(2, 2, seed=2)
+    cfg = {**ADAPT, "steps": 8, "patience": 1, "weights_patience": 8, "min_rel_improvement": 0.5, "optimizer": "adam"}
+    adapted = adapt_to_new_environments(_module(method), states, states, t, ["x", "y"], cfg)
+    unset = adapt_to_new_environments(_module(method), states, states, t, ["x", "y"], {**cfg, "weights_patience": None})
+    assert unset.steps < 8
+    assert adapted.steps == (unset.steps if method == "lowrank" else 8)
+
+
 @pytest.mark.parametrize("method", ["lowrank", "coda", "lora", "per_env", "leads"])
 def test_auto_optimizer_is_lbfgs_for_contexts_and_adam_for_weight_tensors(method):
     states, t = decay_data(2, 2, seed=2)

@@ -199,6 +199,7 @@ class AdaptConfig(Section):
     lr: float = rule(1e-2, _number(0, open_low=True))
     weights_lr: float = rule(1e-3, _number(0, open_low=True))
     weights_steps: int | None = rule(None, _int(0))
+    weights_patience: int | None = rule(None, _int(1))
     val_every: int = rule(10, _int(1))
     patience: int = rule(10, _int(1))
     min_rel_improvement: float = rule(0.01, _number(0, 0.5))

@@ -83,7 +83,9 @@ def adapt_to_new_environments(
             of each environment are used.
         val_states: ``(n_env, n_val, n_t, *state)`` trajectories that choose the step to keep
             (checked every ``cfg.val_every`` steps, stopping after ``cfg.patience`` checks
-            without improvement). Never pass test trajectories here.
+            without improvement; ``weights_steps`` and ``weights_patience`` instead of ``steps``
+            and ``patience`` where weight tensors are adapted, when set). Never pass test
+            trajectories here.
         t: ``(n_t,)`` observation times.
         env_names: one label per new environment.
         cfg: the ``adapt`` settings (default: the module's own run config).
@@ -128,7 +130,8 @@ def adapt_to_new_environments(
     pc = new.cfg.physics
     new.search_physics(adapt_states[:, :shots], t, int(pc.starts), int(pc.start_steps), int(new.cfg.seed))
     optimizer = _optimizer_name(cfg, new.adapts_weights)
-    n_steps = _steps_of(cfg, new.adapts_weights)
+    n_steps = _for_weights(cfg, "steps", new.adapts_weights)
+    patience = _for_weights(cfg, "patience", new.adapts_weights)
     # L-BFGS finds its step by line search: its lr is the first trial step, 1 unless backtracked.
     lr = 1.0 if optimizer == "lbfgs" else float(cfg.weights_lr if new.adapts_weights else cfg.lr)
     # Physical parameters (scaled to ~1) take the step of a context even when weights are adapted.
@@ -210,7 +213,7 @@ def adapt_to_new_environments(
             else:
                 since += 1
             bar.set(step, val_rel_l2=kept)
-            if since >= cfg.patience:
+            if since >= patience:
                 break
         else:
             bar.set(step)
@@ -288,10 +291,11 @@ def _check(adapt_states: torch.Tensor, val_states: torch.Tensor, env_names: list
                         f"validation data and {len(env_names)} names; they must agree")
 
 
-def _steps_of(cfg: AdaptConfig, adapts_weights: bool) -> int:
-    """The step budget: ``weights_steps`` for methods that adapt weight tensors, when set;
-    ``steps`` otherwise."""
-    return cfg.weights_steps if adapts_weights and cfg.weights_steps is not None else cfg.steps
+def _for_weights(cfg: AdaptConfig, name: str, adapts_weights: bool) -> int:
+    """``cfg.<name>``, or ``cfg.weights_<name>`` for methods that adapt weight tensors when it is
+    set: Adam on a network takes more, and noisier, steps than L-BFGS on a context."""
+    own = getattr(cfg, f"weights_{name}") if adapts_weights else None
+    return int(own if own is not None else getattr(cfg, name))
 
 
 def _optimizer_name(cfg: AdaptConfig, adapts_weights: bool) -> str:

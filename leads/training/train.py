@@ -60,6 +60,11 @@ class TrainedRun:
     best_val_rel_l2: float = float("nan")  # the in-domain validation error that chose best_ckpt
 
 
+# Keys of the adapt section added after runs existed; at null they leave a run id as it was, so
+# finished runs are still found (``reproduce`` skips them).
+_ADAPT_KEYS_ADDED_LATER = ("weights_steps", "weights_patience")
+
+
 def run_id_of(cfg: Mapping[str, Any]) -> str:
     if cfg.get("run_name"):
         return str(cfg["run_name"])
@@ -72,8 +77,9 @@ def run_id_of(cfg: Mapping[str, Any]) -> str:
     elif ident["physics"].get("starts") == 1:  # keys added later, at their defaults: ids from before them
         ident["physics"] = {k: v for k, v in ident["physics"].items()
                             if k not in ("starts", "start_steps", "start_after")}
-    if (ident.get("adapt") or {}).get("weights_steps", 0) is None:  # added later; at its default: the id from before
-        ident["adapt"] = {k: v for k, v in ident["adapt"].items() if k != "weights_steps"}
+    adapt = ident.get("adapt") or {}
+    if adapt:  # keys added later, at their defaults (null): the id from before them
+        ident["adapt"] = {k: v for k, v in adapt.items() if not (k in _ADAPT_KEYS_ADDED_LATER and v is None)}
     method = re.sub(r"[^A-Za-z0-9_.-]", "_", str(cfg["method"]))  # module:Class -> a directory name
     return f"{method}-s{cfg['seed']}-{config_hash(ident, 8)}"
 

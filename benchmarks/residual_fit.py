@@ -38,14 +38,14 @@ from leads.config.loading import load_config, system_of
 from leads.config.schema import RunConfig
 from leads.envs.errors import UserError
 from leads.envs.registry import SYSTEMS
+from leads.evaluation.metrics import relative_l2_per_step
 from leads.models.forecaster import Forecaster
 
 
 def _errors(pred: torch.Tensor, truth: torch.Tensor, half: int) -> dict[str, float]:
     """Mean relative L2 of each state over (0, T], (T, 2T] and (0, 2T] (``half`` = T in steps)."""
-    err = ((pred.double() - truth.double()).flatten(2).norm(dim=2) / truth.double().flatten(2).norm(dim=2))
-    return {"(0,T]": float(err[:, 1:half + 1].mean()), "(T,2T]": float(err[:, half + 1:].mean()),
-            "(0,2T]": float(err[:, 1:].mean())}
+    err = relative_l2_per_step(pred, truth)  # (N, n_t - 1): t = 0 dropped
+    return {"(0,T]": float(err[:, :half].mean()), "(T,2T]": float(err[:, half:].mean()), "(0,2T]": float(err.mean())}
 
 
 def main() -> None:

@@ -23,9 +23,11 @@ from leads.datasets.h5 import Trajectories, load_split
 from leads.datasets.progress import announce
 from leads.envs.base import env_label
 from leads.envs.errors import UserError
+from leads.evaluation.adaptation import Adapted
 from leads.evaluation.fewshot import few_shot_curve, few_shot_figure
 from leads.evaluation.heldout import SetResult, evaluate_heldout_sets, heldout_sets
 from leads.evaluation.probe import Probe, fit_probe, probe_figure, probe_rows
+from leads.evaluation.refit import refit_training_environments
 from leads.evaluation.scoring import Scores, rollout_examples, score
 from leads.models.forecaster import Forecaster
 from leads.models.methods import resolve_method
@@ -58,6 +60,8 @@ class Evaluation:
     heldout: dict[str, SetResult]
     few_shot: dict[str, dict[int, SetResult]]
     probe: Probe | None
+    module: Forecaster  # the model scored in-domain: as trained, or with its training environments refitted
+    refit: Adapted | None = None  # the refit of the training environments (adapt.refit_train), if any
 
 
 def resolve_device(cfg: Mapping[str, Any]) -> torch.device:
@@ -77,17 +81,22 @@ def evaluate_in_domain(module: Forecaster, cfg: Mapping[str, Any],
 
 def evaluate_model(module: Forecaster, cfg: RunConfig | Mapping[str, Any], few_shot: bool = False,
                    progress: bool | None = None) -> Evaluation:
-    """Score ``module`` in-domain, adapt it to the sets of ``cfg.adapt.sets`` (together, where
+    """Score ``module`` in-domain (after refitting its training environments' parameters when
+    ``adapt.refit_train`` is set), adapt it to the sets of ``cfg.adapt.sets`` (together, where
     the method allows: ``evaluate_heldout_sets``) and score it there; with ``few_shot``, also for
     each k of the few-shot curve."""
     cfg = RunConfig.of(cfg)
     sets = heldout_sets(cfg)
     module = module.to(resolve_device(cfg))
-    in_domain, test = evaluate_in_domain(module, cfg, progress)
+    # New environments are adapted from the shared weights alone, so the refit changes only the
+    # in-domain scores, the in-domain figures and the probe's training contexts.
+    refit = refit_training_environments(module, cfg, progress) if cfg.adapt.refit_train else None
+    scored = refit.module if refit is not None else module
+    in_domain, test = evaluate_in_domain(scored, cfg, progress)
     heldout = evaluate_heldout_sets(module, cfg, sets, progress=progress)
     curve = few_shot_curve(module, cfg, sets, heldout) if few_shot else {}
-    probe = fit_probe(system_of(cfg), module, {n: (r.envs, r.adapted.module) for n, r in heldout.items()})
-    return Evaluation(in_domain, test, heldout, curve, probe)
+    probe = fit_probe(system_of(cfg), scored, {n: (r.envs, r.adapted.module) for n, r in heldout.items()})
+    return Evaluation(in_domain, test, heldout, curve, probe, scored, refit)
 
 
 # ------------------------------------------------------------------------------ entry points
@@ -109,7 +118,7 @@ def run_experiment(cfg: RunConfig | Mapping[str, Any], resume: bool = False, pro
     rows = evaluation_rows(cfg, info, ev)
     append_rows(results_path(cfg), rows)
     announce(f"writing figures to {run.run_dir / 'figures'}", progress)
-    figures = _figures(run.run_dir / "figures", cfg, run.module, ev)
+    figures = _figures(run.run_dir / "figures", cfg, ev.module, ev)
     summary = _summary(info, str(run.run_dir), ev)
     summary["best_val_rel_l2"] = run.best_val_rel_l2
     atomic_write_text(run.run_dir / "summary.json", json.dumps(summary, indent=1))
@@ -147,7 +156,7 @@ def evaluate_checkpoint(ckpt: str | Path, system: str, overrides: Sequence[str] 
     rows = evaluation_rows(cfg, info, ev)
     append_rows(results_path(cfg), rows)
     out_dir = results_path(cfg).parent / "figures" / run_id
-    figures = _figures(out_dir, cfg, module, ev)
+    figures = _figures(out_dir, cfg, ev.module, ev)
     summary = _summary(info, str(run_dir), ev)
     exp = None
     if cfg["logger"] == "wandb":
@@ -176,7 +185,11 @@ def evaluation_rows(cfg: Mapping[str, Any], info: dict[str, Any], ev: Evaluation
     system = system_of(cfg)
     base = {**info, "kind": "in_domain", "shots": None, "set_envs_key": info["train_envs_key"],
             "adapt_steps": None, "adapt_best_step": None, "adapt_seconds": None, "n_adapted_params": None}
-    rows = score_rows(base, "in_domain", ev.in_domain, [env_label(e) for e in system.train_envs])
+    refit = ev.refit  # in-domain rows of a refit carry its steps, like an adaptation's
+    own = base if refit is None else {**base, "shots": refit.shots, "adapt_steps": refit.steps,
+                                      "adapt_best_step": refit.best_step, "adapt_seconds": refit.seconds,
+                                      "n_adapted_params": refit.n_adapted_params}
+    rows = score_rows(own, "in_domain", ev.in_domain, [env_label(e) for e in system.train_envs])
     results = list(ev.heldout.values()) + [r for by_k in ev.few_shot.values() for r in by_k.values()]
     seen: set[int] = set()
     for r in results:
@@ -246,7 +259,7 @@ def _figures(fig_dir: Path, cfg: Mapping[str, Any], module: Forecaster, ev: Eval
 def _summary(info: dict[str, Any], run_dir: str, ev: Evaluation) -> dict[str, Any]:
     out: dict[str, Any] = {k: info[k] for k in ("run_id", "eval_id", "system", "method", "seed", "train_seconds")}
     out.update(run_dir=run_dir, best_ckpt=info["ckpt"], splits={})
-    named: list[tuple[str, Scores, Any]] = [("in_domain", ev.in_domain, None)]
+    named: list[tuple[str, Scores, Any]] = [("in_domain", ev.in_domain, ev.refit)]
     named += [(n, r.scores, r.adapted) for n, r in ev.heldout.items()]
     for name, s, a in named:
         entry = {m: s.summary(m) for m in ("rel_l2", "mse", "rel_l2_extrap", "rel_l2_full")}

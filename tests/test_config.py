@@ -88,7 +88,7 @@ def test_saved_config_round_trips_and_hash_is_stable(tmp_path):
     assert config_hash(load_config("lotka_volterra", overrides=["seed=1"])) != config_hash(cfg)
 
 
-@pytest.mark.parametrize("key", ["weights_steps", "weights_patience"])
+@pytest.mark.parametrize("key", ["weights_steps", "weights_patience", "refit_train"])
 def test_adapt_keys_added_later_at_their_default_keep_run_ids(key):
     # Added after runs existed: at null, a run id is the one from before the key, so finished
     # runs are still found (reproduce skips them); set, it is part of the id.
@@ -97,4 +97,4 @@ def test_adapt_keys_added_later_at_their_default_keep_run_ids(key):
     cfg = load_config("gray_scott", "quick").to_dict()
     before = cfg | {"adapt": {k: v for k, v in cfg["adapt"].items() if k != key}}
     assert cfg["adapt"][key] is None and run_id_of(cfg) == run_id_of(before)
-    assert run_id_of(load_config("gray_scott", "quick", [f"adapt.{key}=7"])) != run_id_of(cfg)
+    assert run_id_of(load_config("gray_scott", "quick", [f"adapt.{key}=1"])) != run_id_of(cfg)

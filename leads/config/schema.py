@@ -205,6 +205,7 @@ class AdaptConfig(Section):
     min_rel_improvement: float = rule(0.01, _number(0, 0.5))
     joint: bool = True
     init: str = "default"
+    refit_train: int | None = rule(None, _int(1))
 
 
 def _terms(v: Any) -> str | None:
@@ -278,6 +279,9 @@ class RunConfig(Section):
         if self.adapt.shots > self.data.n_adapt:  # else adaptation would fail only after training
             raise UserError(f"adapt.shots={self.adapt.shots} exceeds the data.n_adapt={self.data.n_adapt} "
                             "adaptation trajectories per environment; lower adapt.shots or raise data.n_adapt")
+        if self.adapt.refit_train is not None and self.adapt.refit_train > self.data.n_train:
+            raise UserError(f"adapt.refit_train={self.adapt.refit_train} exceeds the data.n_train="
+                            f"{self.data.n_train} training trajectories per environment; lower adapt.refit_train")
 
     @property
     def method_settings(self) -> dict[str, Any]:

@@ -74,6 +74,7 @@ def adapt_to_new_environments(
     envs: list[dict[str, float]] | None = None,
     progress: bool | None = None,
     label: str = "new environments",
+    reset: bool = True,
 ) -> Adapted:
     """Fit fresh environment-specific parameters for ``len(env_names)`` new environments.
 
@@ -96,6 +97,9 @@ def adapt_to_new_environments(
             values (``physics.params: true_values``); learned ones are identified by adaptation.
         progress: show progress (``leads.datasets.progress``; False: nothing).
         label: what is adapted, for the progress lines.
+        reset: start from fresh environment parameters (``cfg.init``) after a search of the known
+            terms' parameters; False: from ``module``'s own, which must be for ``env_names``
+            (refitting the training environments, ``leads.evaluation.refit``).
 
     Returns:
         ``Adapted``: the adapted copy, the steps taken and kept, seconds, the best validation
@@ -107,8 +111,11 @@ def adapt_to_new_environments(
     _check(adapt_states, val_states, env_names, shots)
     device = module.u_mean.device
     new = copy.deepcopy(module)
-    new.env_names = list(env_names)
-    new.reset_environments(list(envs) if envs is not None else len(env_names), init=cfg.init)
+    if reset:
+        new.env_names = list(env_names)
+        new.reset_environments(list(envs) if envs is not None else len(env_names), init=cfg.init)
+    elif list(env_names) != list(module.env_names):
+        raise ValueError(f"refitting {module.env_names} needs their own names, got {env_names}")
     new.to(device)
     for p in new.parameters():
         p.requires_grad_(False)
@@ -128,7 +135,8 @@ def adapt_to_new_environments(
     # Several starting values of the known terms' parameters (physics.starts), fitted on the
     # fitting trajectories with the method's own starting environment parameters held.
     pc = new.cfg.physics
-    new.search_physics(adapt_states[:, :shots], t, int(pc.starts), int(pc.start_steps), int(new.cfg.seed))
+    if reset:  # a refit starts from trained values: nothing to search
+        new.search_physics(adapt_states[:, :shots], t, int(pc.starts), int(pc.start_steps), int(new.cfg.seed))
     optimizer = _optimizer_name(cfg, new.adapts_weights)
     n_steps = _for_weights(cfg, "steps", new.adapts_weights)
     patience = _for_weights(cfg, "patience", new.adapts_weights)

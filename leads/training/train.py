@@ -62,7 +62,7 @@ class TrainedRun:
 
 # Keys of the adapt section added after runs existed; at null they leave a run id as it was, so
 # finished runs are still found (``reproduce`` skips them).
-_ADAPT_KEYS_ADDED_LATER = ("weights_steps", "weights_patience")
+_ADAPT_KEYS_ADDED_LATER = ("weights_steps", "weights_patience", "refit_train")
 
 
 def run_id_of(cfg: Mapping[str, Any]) -> str:

@@ -25,6 +25,7 @@ from common import table, write_json
 from leads.config.loading import load_config, system_of
 from leads.config.schema import RunConfig
 from leads.envs.registry import SYSTEMS
+from leads.evaluation.metrics import relative_l2_per_step
 from leads.models.forecaster import Forecaster
 
 
@@ -54,7 +55,7 @@ def main() -> None:
             module.physics.reset_environments(envs)
             with torch.no_grad():
                 pred = module(u0.float(), torch.as_tensor(t, dtype=torch.float32), index)
-            err = ((pred.double() - reference).flatten(2).norm(dim=2) / reference.flatten(2).norm(dim=2))[:, 1:]
+            err = relative_l2_per_step(pred.double(), reference)
             finite = bool(torch.isfinite(err).all())
             mean, worst = (float(err.mean()), float(err.max())) if finite else (math.inf, math.inf)
             order = math.log2(previous / mean) if math.isfinite(previous) and finite else math.nan

@@ -127,3 +127,25 @@ def test_geps_burgers_and_kolmogorov_profiles_follow_the_code():
     assert {(e["nu"], e["domain"], e["F"]) for e in k.train_envs} == {
         (nu, d, f) for nu in (1e-3, 1e-4) for d in (0.75, 1.0) for f in (0.0, 1.0)}
     assert (kolmogorov.data.n_train, kolmogorov.data.n_test) == (16, 32) and kolmogorov.adapt.shots == 16
+
+
+HYBRID_RECIPES = {
+    # profile: (the profile it was measured as, the --set overrides of the measured commands; BENCHMARKS.md)
+    ("gray_scott", "paper_code_cpu_hybrid"): ("paper_code_cpu", [
+        "physics.terms=[diffusion,reaction]", "physics.params=constants_known", "physics.integrator=etdrk4",
+        "physics.substeps=4", "model.kernel_size=1", "model.depth=1", "train.lr=5e-3", "train.max_steps=4000",
+        "train.val_every=250", "adapt.steps=300", "adapt.patience=20", "adapt.refit_train=1"]),
+    ("pendulum", "paper_hybrid_cpu"): ("paper", [
+        "physics.terms=[kinematics,gravity,forcing]", "data.window=10", "train.lr=3e-3", "train.max_steps=10000",
+        "train.val_every=500", "physics.starts=32", "physics.start_after=1000", "model.depth=1"]),
+}
+
+
+@pytest.mark.parametrize("system, profile", sorted(HYBRID_RECIPES))
+def test_hybrid_cpu_profiles_are_the_measured_commands(system, profile):
+    base, overrides = HYBRID_RECIPES[(system, profile)]
+    as_profile = load_config(system, profile).to_dict()
+    measured = load_config(system, base, overrides).to_dict()
+    assert as_profile.pop("profile") == profile and measured.pop("profile") == base
+    assert as_profile == measured
+    assert as_profile["physics"]["terms"] and as_profile["model"]["depth"] == 1

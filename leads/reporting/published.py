@@ -76,7 +76,10 @@ PUBLISHED: list[Published] = [
                   "paper": "the GEPS paper's text, 1 training trajectory per environment (its public code "
                            "trains on 256)",
                   "paper_cpu": "the GEPS paper's text (1 training trajectory per environment), trained with "
-                               "our CPU recipe"},
+                               "our CPU recipe",
+                  "paper_code_cpu_hybrid": "the setting of GEPS' public code (256 training trajectories per "
+                                           "environment), incomplete physics as GEPS-Phy, our CPU recipe with a "
+                                           "linear residual"},
     ),
     Published(
         system="pendulum", protocol="GEPS", source="Kassaï Koupaï et al., GEPS, NeurIPS 2024",
@@ -88,6 +91,9 @@ PUBLISHED: list[Published] = [
         numbers={"GEPS": ((20.8, None), (50.8, None)), "CoDA": ((21.7, None), (66.2, None)),
                  "LEADS": ((20.8, None), (51.1, None)), "GEPS-Phy": ((8.04, None), (46.0, None))},
         note="relative L2 over the test trajectory on [0, 50] = [0, 2T]",
+        settings={"paper": "the published protocol",
+                  "paper_hybrid_cpu": "the published protocol, incomplete physics as GEPS-Phy (no friction term), "
+                                      "our CPU recipe with a linear residual"},
     ),
     Published(
         system="burgers", protocol="GEPS", source="Kassaï Koupaï et al., GEPS, NeurIPS 2024, Table 2",

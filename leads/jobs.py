@@ -118,7 +118,7 @@ def run_experiment(cfg: RunConfig | Mapping[str, Any], resume: bool = False, pro
     rows = evaluation_rows(cfg, info, ev)
     append_rows(results_path(cfg), rows)
     announce(f"writing figures to {run.run_dir / 'figures'}", progress)
-    figures = _figures(run.run_dir / "figures", cfg, ev.module, ev)
+    figures = _figures(run.run_dir / "figures", cfg, ev)
     summary = _summary(info, str(run.run_dir), ev)
     summary["best_val_rel_l2"] = run.best_val_rel_l2
     atomic_write_text(run.run_dir / "summary.json", json.dumps(summary, indent=1))
@@ -156,7 +156,7 @@ def evaluate_checkpoint(ckpt: str | Path, system: str, overrides: Sequence[str] 
     rows = evaluation_rows(cfg, info, ev)
     append_rows(results_path(cfg), rows)
     out_dir = results_path(cfg).parent / "figures" / run_id
-    figures = _figures(out_dir, cfg, ev.module, ev)
+    figures = _figures(out_dir, cfg, ev)
     summary = _summary(info, str(run_dir), ev)
     exp = None
     if cfg["logger"] == "wandb":
@@ -232,12 +232,12 @@ def identification_rows(base: dict[str, Any], split: str, envs: list[Any],
 
 
 # ------------------------------------------------------------------------------ reporting
-def _figures(fig_dir: Path, cfg: Mapping[str, Any], module: Forecaster, ev: Evaluation) -> dict[str, Path]:
+def _figures(fig_dir: Path, cfg: Mapping[str, Any], ev: Evaluation) -> dict[str, Path]:
     system = system_of(cfg)
     states = list(system.state_names)
     out = {}
-    pred, true = rollout_examples(module, ev.test.states, ev.test.t)
-    out["rollouts_in_domain"] = plots.save(plots.rollout_figure(pred, true, ev.test.t, module.env_names, states),
+    pred, true = rollout_examples(ev.module, ev.test.states, ev.test.t)
+    out["rollouts_in_domain"] = plots.save(plots.rollout_figure(pred, true, ev.test.t, ev.module.env_names, states),
                                            fig_dir / "rollouts_in_domain.png")
     curves = {"in-domain": ev.in_domain.per_step.mean(0)}
     for name, r in ev.heldout.items():

@@ -153,22 +153,27 @@ def check_file(path: Path, expected: SplitData, state_shape: tuple[int, ...], n_
     return None
 
 
-def load_split(path: str | os.PathLike[str]) -> Trajectories:
-    """Read a whole split into memory.
+def load_split(path: str | os.PathLike[str], trajectories: int | None = None) -> Trajectories:
+    """Read a split into memory: all of it, or its first trajectories per environment.
 
     Args:
         path: a split file, e.g. what ``ensure_split`` returns.
+        trajectories: read only the first this many trajectories of each environment (all when
+            None); ``states`` and ``seeds`` are cut alike.
 
     Returns:
         ``Trajectories``: ``states`` float32 ``(n_env, n_traj, n_t, *state_shape)``, ``t``,
         ``params`` (one row per environment), ``seeds`` and the file's attributes.
     """
+    def read(name: str) -> np.ndarray:
+        return f[name][()] if trajectories is None else f[name][:, :trajectories]
+
     with h5py.File(path, "r") as f:
         return Trajectories(
             t=torch.from_numpy(f["t"][()]),
             params=torch.from_numpy(f["params"][()]),
-            seeds=torch.from_numpy(f["seeds"][()]),
-            states=torch.from_numpy(f["states"][()]),
+            seeds=torch.from_numpy(read("seeds")),
+            states=torch.from_numpy(read("states")),
             attrs=read_attrs(f),
         )
 

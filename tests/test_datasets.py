@@ -80,6 +80,14 @@ def test_round_trip_equals_generated_and_exact(tmp_path, grid):
             np.testing.assert_allclose(data.states.numpy(), ref, rtol=1e-6)
 
 
+def test_load_split_reads_the_first_trajectories_of_each_environment(tmp_path):
+    path = ensure_split(LinearDecay(), make_cfg(tmp_path), "train", progress=False)
+    whole, first = load_split(path), load_split(path, trajectories=1)
+    assert whole.states.shape[1] == 2 and first.states.shape[1] == 1
+    assert torch.equal(first.states, whole.states[:, :1]) and torch.equal(first.seeds, whole.seeds[:, :1])
+    assert torch.equal(first.params, whole.params) and torch.equal(first.t, whole.t)
+
+
 def test_gen_batch_size_does_not_change_data(tmp_path):
     system = LinearDecay()
     paths = [ensure_split(system, make_cfg(tmp_path / str(n), gen_batch_size=n), "train") for n in (1, 9)]

@@ -69,7 +69,8 @@ def test_evaluate_with_a_refit_scores_in_domain_with_refitted_contexts(tmp_path,
     read: list[str] = []
     for mod in (jobs, refit_module):
         real = mod.load_split
-        monkeypatch.setattr(mod, "load_split", lambda p, real=real: read.append(p.stem.rsplit("-", 1)[0]) or real(p))
+        monkeypatch.setattr(mod, "load_split",
+                            lambda p, real=real, **kw: read.append(p.stem.rsplit("-", 1)[0]) or real(p, **kw))
     out = evaluate_checkpoint(trained["run"].best_ckpt, "lotka_volterra", ["adapt.refit_train=2"])
     assert read[:3] == ["train", "val", "test"]  # fitted on train, chosen on val; test read after the refit
     refit = out["evaluation"].refit

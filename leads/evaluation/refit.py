@@ -40,9 +40,11 @@ def refit_training_environments(module: Forecaster, cfg: Mapping[str, Any],
         ``Adapted`` whose module is the refitted copy; ``shots`` is ``adapt.refit_train``.
     """
     system = system_of(cfg)
-    train = load_split(ensure_split(system, cfg["data"], "train", progress=progress))
+    shots = int(cfg["adapt"]["refit_train"])
+    # Only the trajectories fitted are read: the GEPS code's Gray-Scott has 256 per environment.
+    train = load_split(ensure_split(system, cfg["data"], "train", progress=progress), trajectories=shots)
     val = load_split(ensure_split(system, cfg["data"], "val", progress=progress))
     t = torch.as_tensor(train.t, dtype=train.states.dtype)
     return adapt_to_new_environments(module, train.states, val.states, t, list(module.env_names), cfg["adapt"],
-                                     int(cfg["adapt"]["refit_train"]), envs=list(system.train_envs),
+                                     shots, envs=list(system.train_envs),
                                      progress=progress, label="training environments (refit)", reset=False)

@@ -181,11 +181,10 @@ def _physics_search_callbacks(cfg: Mapping[str, Any], dm: TrajectoryDataModule) 
     after = _search_after(cfg)
     if not after:
         return []
-    data = load_split(dm.paths["train"])
+    # Only what the search uses is read, and kept for the whole of training.
+    data = load_split(dm.paths["train"], trajectories=SEARCH_TRAJECTORIES)
     pc = cfg["physics"]
-    # Only what the search uses is kept for the whole of training (a copy: a slice would hold the split).
-    states = data.states[:, :SEARCH_TRAJECTORIES].clone()
-    return [SearchPhysicsAfter(states, torch.as_tensor(data.t, dtype=torch.float32), int(pc["starts"]),
+    return [SearchPhysicsAfter(data.states, torch.as_tensor(data.t, dtype=torch.float32), int(pc["starts"]),
                                int(pc["start_steps"]), int(cfg["seed"]), after)]
 
 

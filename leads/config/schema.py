@@ -195,7 +195,7 @@ class AdaptConfig(Section):
     sets: list[Any] = dataclasses.field(default_factory=lambda: ["interp", "extrap"])
     shots: int = rule(1, _int(1))
     steps: int = rule(300, _int(0))
-    optimizer: str = rule("auto", _choice("auto", "adam", "lbfgs"))
+    optimizer: str = rule("auto", _choice("auto", "adam", "lbfgs", "gauss_newton"))
     lr: float = rule(1e-2, _number(0, open_low=True))
     weights_lr: float = rule(1e-3, _number(0, open_low=True))
     weights_steps: int | None = rule(None, _int(0))

@@ -16,6 +16,9 @@ The same independence lets several held-out sets be adapted in one optimisation
 The optimizer (``adapt.optimizer``, default ``auto``): full-batch L-BFGS with a strong-Wolfe line
 search, one iteration per step, for the few numbers of a context (it reaches in a handful of
 iterations what Adam needs tens of steps for); Adam, as in training, for weight tensors.
+``gauss_newton`` (Levenberg-Marquardt, ``leads.evaluation.gauss_newton``) for contexts and
+physical parameters: each step costs about one L-BFGS step and, near the optimum, goes much
+further; adaptation stops when it finds no step that lowers the objective.
 
 A step that makes the rollout loss non-finite (a whole network moved too far for a long
 rollout) is undone: the last finite parameters are restored and the learning rate is divided by
@@ -37,6 +40,7 @@ import torch
 from leads.config.schema import AdaptConfig
 from leads.datasets.progress import Progress
 from leads.envs.errors import UserError
+from leads.evaluation.gauss_newton import LevenbergMarquardt
 from leads.evaluation.metrics import relative_l2
 from leads.evaluation.scoring import flatten_trajectories
 from leads.models.forecaster import Forecaster
@@ -141,12 +145,18 @@ def adapt_to_new_environments(
     n_steps = _for_weights(cfg, "steps", new.adapts_weights)
     patience = _for_weights(cfg, "patience", new.adapts_weights)
     # L-BFGS finds its step by line search: its lr is the first trial step, 1 unless backtracked.
-    lr = 1.0 if optimizer == "lbfgs" else float(cfg.weights_lr if new.adapts_weights else cfg.lr)
+    lr = 1.0 if optimizer in ("lbfgs", "gauss_newton") else float(cfg.weights_lr if new.adapts_weights else cfg.lr)
     # Physical parameters (scaled to ~1) take the step of a context even when weights are adapted.
     physical = {id(p) for p in new.physics_parameters()}
-    ratio = 1.0 if optimizer == "lbfgs" else float(cfg.lr) / lr
+    ratio = 1.0 if optimizer in ("lbfgs", "gauss_newton") else float(cfg.lr) / lr
 
-    def make(lr: float) -> torch.optim.Optimizer:
+    if optimizer == "gauss_newton" and (new.adapts_weights or not stacked_by_environment(params, n_env)):
+        raise UserError(f"adapt.optimizer=gauss_newton fits a few parameters per environment; method "
+                        f"'{new.cfg.method}' adapts weight tensors: use adapt.optimizer=auto (Adam) or lbfgs")
+
+    def make(lr: float) -> torch.optim.Optimizer | LevenbergMarquardt:
+        if optimizer == "gauss_newton":
+            return LevenbergMarquardt(new, params, x, t, env, n_env)
         return _make_optimizer(optimizer, params, lr, physical, ratio)
 
     opt = make(lr)
@@ -206,7 +216,9 @@ def adapt_to_new_environments(
             lr /= BACKTRACK_FACTOR
             opt = make(lr)  # fresh state: the old one led here
             continue
-        if step % cfg.val_every == 0:
+        # Levenberg-Marquardt found no step that lowers the objective: it is at its minimum.
+        stalled = isinstance(opt, LevenbergMarquardt) and opt.stalled
+        if step % cfg.val_every == 0 or stalled:
             err = val_errors(step)
             if per_env:
                 better = err < best
@@ -221,7 +233,7 @@ def adapt_to_new_environments(
             else:
                 since += 1
             bar.set(step, val_rel_l2=kept)
-            if since >= patience:
+            if since >= patience or stalled:
                 break
         else:
             bar.set(step)

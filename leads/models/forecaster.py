@@ -259,6 +259,11 @@ class Forecaster(pl.LightningModule):
         tf = self.cfg.forecaster.teacher_forcing
         return teacher_forcing_probability(self.global_step, tf.start, tf.decay, tf.every)
 
+    def residuals(self, pred: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        """``(n, m)``: each trajectory's errors at t > 0 in normalised units, flattened; the
+        objective's trajectory term is the mean of their squares (Gauss-Newton fits them)."""
+        return ((pred[:, 1:] - states[:, 1:]) / self.u_std.unsqueeze(0)).flatten(1)
+
     def objective(self, pred: torch.Tensor, states: torch.Tensor,
                   env: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-trajectory MSE of ``pred`` against ``states`` (t > 0) in normalised units, so
@@ -266,7 +271,7 @@ class Forecaster(pl.LightningModule):
         the method's own (e.g. LEADS' ||g_e(x)||) and, for a hybrid model, APHYNITY's
         ``||residual(x)||^2 / lambda`` (the residual's rate per state scale), which keeps the
         residual the smallest correction the data need. Training and adaptation minimise the same objective."""
-        per_sample = (((pred[:, 1:] - states[:, 1:]) / self.u_std.unsqueeze(0)) ** 2).flatten(1).mean(1)
+        per_sample = self.residuals(pred, states).square().mean(1)
         if not self.residual:
             return per_sample, per_sample.new_zeros(())
         raw = states.flatten(0, 1)

@@ -134,7 +134,8 @@ HYBRID_RECIPES = {
     ("gray_scott", "paper_code_cpu_hybrid"): ("paper_code_cpu", [
         "physics.terms=[diffusion,reaction]", "physics.params=constants_known", "physics.integrator=etdrk4",
         "physics.substeps=4", "model.kernel_size=1", "model.depth=1", "train.lr=5e-3", "train.max_steps=4000",
-        "train.val_every=250", "adapt.steps=300", "adapt.patience=20", "adapt.refit_train=1"]),
+        "train.val_every=250", "adapt.steps=300", "adapt.optimizer=gauss_newton", "adapt.val_every=1",
+        "adapt.patience=5", "adapt.refit_train=8"]),
     ("pendulum", "paper_hybrid_cpu"): ("paper", [
         "physics.terms=[kinematics,gravity,forcing]", "data.window=10", "train.lr=3e-3", "train.max_steps=10000",
         "train.val_every=500", "physics.starts=32", "physics.start_after=1000", "model.depth=1"]),

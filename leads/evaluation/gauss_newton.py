@@ -13,7 +13,9 @@ its line search (BENCHMARKS.md), while a Gauss-Newton step goes much further nea
 Each step solves ``(H_e + mu diag(H_e)) delta_e = -g_e`` for every environment ``e`` (``H_e`` the
 Gauss-Newton matrix of its trajectory term, ``g_e`` the gradient of the whole objective, the
 penalty's included; the penalty's curvature is left to the damping) and keeps the step when the
-objective falls; otherwise ``mu`` grows and the step is solved again, with the same Jacobian.
+objective falls; otherwise ``mu`` grows and the step is solved again, with the same Jacobian, up
+to a damping at which the step is a tiny gradient step: when even that does not lower the
+objective, the step reports that it stalled.
 """
 
 from __future__ import annotations
@@ -26,10 +28,13 @@ from torch.func import functional_call, jvp, vmap
 from leads.models.forecaster import Forecaster
 
 MU_START = 1.0e-3
-MU_UP = 4.0       # after a rejected trial
+MU_UP = 10.0      # after a rejected trial
 MU_DOWN = 3.0     # after an accepted one
 MU_MIN = 1.0e-9
-TRIALS = 8        # solves per step before the step gives up and leaves the parameters as they were
+# A step tries larger and larger damping until the objective falls; at MU_MAX the step is a tiny
+# gradient step (Marquardt's scaling), so when even that fails the parameters are at a minimum
+# to the rollout's precision and adaptation stops.
+MU_MAX = 1.0e8
 
 
 class LevenbergMarquardt:
@@ -103,7 +108,7 @@ class LevenbergMarquardt:
         diag = torch.diagonal(H, dim1=-2, dim2=-1)
         # Marquardt's scaling, with a floor so that a direction the data do not see still moves a little.
         diag = torch.maximum(diag, diag.amax(-1, keepdim=True) * 1e-9).clamp_min(1e-300)
-        for _ in range(TRIALS):
+        while self.mu <= MU_MAX:
             delta = torch.linalg.solve(H + torch.diag_embed(self.mu * diag), -g.unsqueeze(-1)).squeeze(-1)
             self._set(values, delta)
             with torch.no_grad():
@@ -114,6 +119,7 @@ class LevenbergMarquardt:
                 return loss
             self.mu *= MU_UP
         self._set(values, None)
+        self.mu = MU_MAX
         self.stalled = True
         return loss
 

@@ -151,8 +151,9 @@ def adapt_to_new_environments(
     ratio = 1.0 if optimizer in ("lbfgs", "gauss_newton") else float(cfg.lr) / lr
 
     if optimizer == "gauss_newton" and (new.adapts_weights or not stacked_by_environment(params, n_env)):
+        what = "weight tensors" if new.adapts_weights else "parameters without one row per environment"
         raise UserError(f"adapt.optimizer=gauss_newton fits a few parameters per environment; method "
-                        f"'{new.cfg.method}' adapts weight tensors: use adapt.optimizer=auto (Adam) or lbfgs")
+                        f"'{new.cfg.method}' adapts {what}: use adapt.optimizer=auto or lbfgs")
 
     def make(lr: float) -> torch.optim.Optimizer | LevenbergMarquardt:
         if optimizer == "gauss_newton":

@@ -137,7 +137,7 @@ def test_schema_defaults_are_those_of_defaults_yaml():
     ({"train": {"lr": "fast"}}, r"^config key 'train.lr' must be a number, got 'fast'$"),
     ({"train": {"max_steps": 1.5}}, r"^config key 'train.max_steps' must be an integer, got 1.5$"),
     ({"train": {"scheduler": "step"}}, r"^unknown train.scheduler 'step'; choose one of: cosine, none$"),
-    ({"adapt": {"optimizer": "sgd"}}, r"^unknown adapt.optimizer 'sgd'; choose one of: auto, adam, lbfgs$"),
+    ({"adapt": {"optimizer": "sgd"}}, r"^unknown adapt.optimizer 'sgd'; choose one of: auto, adam, lbfgs, gauss_newton$"),
     ({"adapt": {"shots": True}}, r"^config key 'adapt.shots' must be an integer, got True$"),
     ({"forecaster": {"teacher_forcing": {"every": 0}}},
      r"^config key 'forecaster.teacher_forcing.every' must be an integer >= 1, got 0$"),

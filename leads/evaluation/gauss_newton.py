@@ -74,11 +74,13 @@ class LevenbergMarquardt:
             offset += k
         return out
 
-    def normal_equations(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """At the current parameters: the objective, and per environment the Gauss-Newton matrix
-        ``(n_env, P, P)`` of its trajectory term and the gradient ``(n_env, P)`` of the whole objective."""
+    def normal_equations(self, values: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                   torch.Tensor]:
+        """At the current parameters (``values``: a copy of them, when the caller has one): the
+        objective, and per environment the Gauss-Newton matrix ``(n_env, P, P)`` of its trajectory
+        term and the gradient ``(n_env, P)`` of the whole objective."""
         module, x, env = self.module, self.x, self.env
-        values = [p.detach().clone() for p in self.params]
+        values = [p.detach().clone() for p in self.params] if values is None else values
 
         def rollout_and_tangent(*directions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             return jvp(self._rollout, (values,), (list(directions),))
@@ -104,8 +106,8 @@ class LevenbergMarquardt:
         """Take one step (``closure`` is not used); returns the objective before it, as
         ``torch.optim.LBFGS.step`` does."""
         module, x, env = self.module, self.x, self.env
-        values = [p.detach().clone() for p in self.params]
-        loss, H, g = self.normal_equations()
+        values = [p.detach().clone() for p in self.params]  # restored when no trial lowers the objective
+        loss, H, g = self.normal_equations(values)
         if not (torch.isfinite(loss) and torch.isfinite(g).all() and torch.isfinite(H).all()):
             return loss  # adaptation's backtracking restores the last finite parameters
         diag = torch.diagonal(H, dim1=-2, dim2=-1)

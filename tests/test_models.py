@@ -20,6 +20,8 @@ SMALL = {
     "fno": ({"name": "fno", "width": 5, "depth": 2, "modes": 3, "proj_width": 7}, (2, 8, 8)),
     "conv1d": ({"name": "conv", "width": 6, "depth": 3}, (2, 12)),
     "fno1d": ({"name": "fno", "width": 5, "depth": 2, "modes": 3, "proj_width": 7}, (1, 12)),
+    "mlp_skip": ({"name": "mlp", "width": 16, "depth": 3, "skip": True}, (3,)),
+    "conv_skip": ({"name": "conv", "width": 6, "depth": 3, "skip": True}, (2, 8, 8)),
 }
 ADAPTERS = ("lowrank", "coda", "lora")
 ALL = [(m, b) for m in METHODS for b in SMALL]
@@ -427,12 +429,40 @@ def test_unknown_method_and_backbone_list_the_choices() -> None:
     ({"name": "conv", "kernel_size": 4}, {"name": "erm"}, (2, 8, 8), "odd"),
     ({"name": "mlp"}, {"name": "erm"}, (2, 8, 8), "mlp for ODE states"),
     ({"name": "conv"}, {"name": "erm"}, (2,), "conv or fno"),
+    ({"name": "mlp", "skip": 1}, {"name": "erm"}, (2,), "true or false"),
     ({"name": "mlp"}, {"name": "lowrank", "rnak": 2}, (2,), "rnak"),
     ({"name": "mlp"}, {"name": "leads", "lambda": -1.0}, (2,), "non-negative"),
 ])
 def test_bad_configuration_is_a_user_error(backbone_cfg, method_cfg, shape, match) -> None:
     with pytest.raises(UserError, match=match):
         build_model(backbone_cfg, method_cfg, shape, 2)
+
+
+@pytest.mark.parametrize("backbone", ["mlp", "conv"])
+def test_skip_adds_a_linear_layer_of_the_state_to_the_stack(backbone: str) -> None:
+    model = make("lowrank", f"{backbone}_skip")
+    randomize_env_params(model)
+    plain = make("lowrank", backbone)
+    missing = plain.load_state_dict(model.state_dict(), strict=False)
+    assert not missing.missing_keys and all(k.startswith("net.layers.3.") for k in missing.unexpected_keys)
+    u, env = batch(backbone, [0, 1, 2, 1])
+    skip = model.net.layers[3](u, Cond(env, model.contexts[env]))
+    assert torch.allclose(model(u, env), plain(u, env) + skip, rtol=1e-12, atol=1e-14)
+    # linear in the state: the skip's part of f(a u) - a f(u) is its bias's (1 - a) share only
+    a = 2.5
+    assert torch.allclose(model.net.layers[3](a * u, Cond(env, model.contexts[env])) - a * skip,
+                          (1 - a) * model.net.layers[3](0 * u, Cond(env, model.contexts[env])), atol=1e-12)
+    assert model.net.output_layers == [2, 3] and plain.net.output_layers == [2]
+
+
+def test_model_keys_added_later_at_their_default_keep_run_ids() -> None:
+    from leads.config.loading import load_config
+    from leads.training.train import run_id_of
+
+    cfg = load_config("lotka_volterra", "quick").to_dict()
+    before = cfg | {"model": {k: v for k, v in cfg["model"].items() if k != "skip"}}
+    assert cfg["model"]["skip"] is False and run_id_of(cfg) == run_id_of(before)
+    assert run_id_of(load_config("lotka_volterra", "quick", ["model.skip=true"]).to_dict()) != run_id_of(cfg)
 
 
 def test_keys_of_other_backbones_are_ignored() -> None:

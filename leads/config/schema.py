@@ -154,6 +154,7 @@ class ModelConfig(Section):
     activation: str = "swish"
     kernel_size: int = rule(3, _int(1))
     modes: int = rule(12, _int(1))
+    skip: bool = False  # mlp, conv: add a linear layer of the state to the output (leads/models/backbones.py)
 
 
 @_section

@@ -2,15 +2,21 @@
 
 A backbone fixes the architecture; ``make_layer(op)`` (given by the method) decides how each
 layer's weights depend on the environment. ``backbone.layers`` lists the adaptable layers in
-order, the output layer last. ``backbone(u, cond) -> du/dt`` with ``u`` of shape
-``(B, *state_shape)``.
+order, the output layer last (``output_layers`` names the layers whose sum is the output).
+``backbone(u, cond) -> du/dt`` with ``u`` of shape ``(B, *state_shape)``.
 
 Configuration (``backbone_cfg``: ``name`` and the keys below; keys that only other backbones
 use are ignored, so one config section can serve all), with defaults:
 
-- ``mlp``  (states ``(d,)``): ``width=64, depth=4, activation=swish``; ``depth`` linear layers.
+- ``mlp``  (states ``(d,)``): ``width=64, depth=4, activation=swish, skip=False``; ``depth``
+  linear layers.
 - ``conv`` (fields ``(C, N)`` or ``(C, H, W)``): ``width=64, depth=4, kernel_size=3,
-  activation=swish``; ``depth`` 1D or 2D convolutions with circular padding.
+  activation=swish, skip=False``; ``depth`` 1D or 2D convolutions with circular padding.
+  With ``skip`` (both) one more layer, linear in the state (a linear map, or a convolution of
+  ``kernel_size``), is added to the stack's output: ``f(u) = stack(u) + L u``. Adapted like every
+  layer, it holds a dependence on the environment that is linear in the state exactly, and
+  extrapolates it linearly away from the training states (terms such as ``alpha x`` in
+  Lotka-Volterra, or feed, kill and diffusion in Gray-Scott).
 - ``fno``  (fields ``(C, N)`` or ``(C, H, W)``): ``width=10, depth=4, modes=12,
   activation=gelu, proj_width=128, coords=True``: lift (pointwise conv), ``depth`` × [spectral
   conv + pointwise conv], projection (two pointwise convs), as in Li et al., in 1D or 2D. With
@@ -88,34 +94,49 @@ class Backbone(nn.Module):
         self.act = get_activation(self.cfg["activation"])
         self.layers = nn.ModuleList()
 
+    @property
+    def output_layers(self) -> list[int]:
+        """Indices in ``layers`` of the layers whose outputs sum to the backbone's output."""
+        return [len(self.layers) - 1]
+
     def forward(self, u: Tensor, cond: Cond) -> Tensor:
         raise NotImplementedError
 
 
 class _Stack(Backbone):
-    """``depth`` layers state -> width -> ... -> width -> state, activation between layers."""
+    """``depth`` layers state -> width -> ... -> width -> state, activation between layers; with
+    ``skip``, plus one layer state -> state applied to the input (the last of ``layers``)."""
 
     def __init__(self, state_shape: tuple[int, ...], cfg: dict[str, Any], make_layer: MakeLayer) -> None:
         super().__init__(state_shape, cfg, make_layer)
         sizes = [state_shape[0]] + [self.cfg["width"]] * (self.cfg["depth"] - 1) + [state_shape[0]]
         for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
             self.layers.append(make_layer(self._op(n_in, n_out)))
+        self.depth = len(self.layers)
+        if self.cfg["skip"]:
+            self.layers.append(make_layer(self._op(state_shape[0], state_shape[0])))
+
+    @property
+    def output_layers(self) -> list[int]:
+        return list(range(self.depth - 1, len(self.layers)))
 
     def _op(self, n_in: int, n_out: int) -> Op:
         raise NotImplementedError
 
     def forward(self, u: Tensor, cond: Cond) -> Tensor:
         x = u
-        for i, layer in enumerate(self.layers):
-            x = layer(x, cond)
-            if i < len(self.layers) - 1:
+        for i in range(self.depth):
+            x = self.layers[i](x, cond)
+            if i < self.depth - 1:
                 x = self.act(x)
+        if len(self.layers) > self.depth:
+            x = x + self.layers[self.depth](u, cond)
         return x
 
 
 class MLP(_Stack):
     name = "mlp"
-    defaults = {"width": 64, "depth": 4, "activation": "swish"}
+    defaults = {"width": 64, "depth": 4, "activation": "swish", "skip": False}
     state_ranks = (1,)
 
     def _op(self, n_in: int, n_out: int) -> Op:
@@ -124,7 +145,7 @@ class MLP(_Stack):
 
 class ConvNet(_Stack):
     name = "conv"
-    defaults = {"width": 64, "depth": 4, "kernel_size": 3, "activation": "swish"}
+    defaults = {"width": 64, "depth": 4, "kernel_size": 3, "activation": "swish", "skip": False}
     state_ranks = (2, 3)
 
     def _op(self, n_in: int, n_out: int) -> Op:

@@ -314,10 +314,11 @@ class Leads(EnvModel):
         return list(self.g.parameters())
 
     def _reset(self, n_envs: int, init: str) -> None:
-        # "zero" zeroes only the output layer: an all-zero network would have zero gradients
+        # "zero" zeroes only the output layers: an all-zero network would have zero gradients
         layer_inits = [init] * len(self.g.layers)
         if init == "zero":
-            layer_inits = ["random"] * (len(layer_inits) - 1) + ["zero"]
+            outputs = self.g.output_layers
+            layer_inits = ["zero" if i in outputs else "random" for i in range(len(layer_inits))]
         for layer, layer_init in zip(self.g.layers, layer_inits, strict=True):
             layer.reset_environments(n_envs, layer_init)
 

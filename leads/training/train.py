@@ -63,6 +63,8 @@ class TrainedRun:
 # Keys of the adapt section added after runs existed; at null they leave a run id as it was, so
 # finished runs are still found (``reproduce`` skips them).
 _ADAPT_KEYS_ADDED_LATER = ("weights_steps", "weights_patience", "refit_train")
+# Keys of the model section added later, with their defaults: at them a run id is as it was.
+_MODEL_KEYS_ADDED_LATER = {"skip": False}
 
 
 def run_id_of(cfg: Mapping[str, Any]) -> str:
@@ -80,6 +82,10 @@ def run_id_of(cfg: Mapping[str, Any]) -> str:
     adapt = ident.get("adapt") or {}
     if adapt:  # keys added later, at their defaults (null): the id from before them
         ident["adapt"] = {k: v for k, v in adapt.items() if not (k in _ADAPT_KEYS_ADDED_LATER and v is None)}
+    model = ident.get("model") or {}
+    if model:
+        ident["model"] = {k: v for k, v in model.items()
+                          if not (k in _MODEL_KEYS_ADDED_LATER and v == _MODEL_KEYS_ADDED_LATER[k])}
     method = re.sub(r"[^A-Za-z0-9_.-]", "_", str(cfg["method"]))  # module:Class -> a directory name
     return f"{method}-s{cfg['seed']}-{config_hash(ident, 8)}"
 

@@ -431,6 +431,8 @@ def test_unknown_method_and_backbone_list_the_choices() -> None:
     ({"name": "conv"}, {"name": "erm"}, (2,), "conv or fno"),
     ({"name": "mlp", "skip": 1}, {"name": "erm"}, (2,), "true or false"),
     ({"name": "mlp"}, {"name": "lowrank", "rnak": 2}, (2,), "rnak"),
+    ({"name": "mlp"}, {"name": "lowrank", "adapted_layers": "skip"}, (2,), "model.skip=true"),
+    ({"name": "mlp", "skip": True}, {"name": "lowrank", "adapted_layers": "first"}, (2,), "all or skip"),
     ({"name": "mlp"}, {"name": "leads", "lambda": -1.0}, (2,), "non-negative"),
 ])
 def test_bad_configuration_is_a_user_error(backbone_cfg, method_cfg, shape, match) -> None:
@@ -453,6 +455,24 @@ def test_skip_adds_a_linear_layer_of_the_state_to_the_stack(backbone: str) -> No
     assert torch.allclose(model.net.layers[3](a * u, Cond(env, model.contexts[env])) - a * skip,
                           (1 - a) * model.net.layers[3](0 * u, Cond(env, model.contexts[env])), atol=1e-12)
     assert model.net.output_layers == [2, 3] and plain.net.output_layers == [2]
+
+
+@pytest.mark.parametrize("backbone", ["mlp_skip", "conv_skip"])
+def test_lowrank_adapting_the_skip_only_differs_between_environments_by_a_linear_map(backbone: str) -> None:
+    model = make("lowrank", backbone, adapted_layers="skip")
+    randomize_env_params(model)
+    with torch.no_grad():  # the context's maps start at zero: move them so environments differ
+        for p in model.net.layers[-1].parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    u, _ = batch(backbone, [0, 0, 0])
+    v, _ = batch(backbone, [0, 0, 0], seed=7)
+    f = [model(x, torch.full((3,), e)) for x in (u, v, u + v) for e in (0, 1)]
+    d_u, d_v, d_uv = f[0] - f[1], f[2] - f[3], f[4] - f[5]  # f_0 - f_1 at u, v and u + v
+    d_0 = model(0 * u, torch.zeros(3, dtype=torch.long)) - model(0 * u, torch.ones(3, dtype=torch.long))
+    assert d_u.abs().max() > 1e-3
+    assert torch.allclose(d_uv - d_0, (d_u - d_0) + (d_v - d_0), atol=1e-12)  # affine in the state
+    shared = {id(p) for p in model.shared_parameters()}
+    assert all(id(p) in shared for layer in model.net.layers[:-1] for p in layer.parameters())
 
 
 def test_model_keys_added_later_at_their_default_keep_run_ids() -> None:

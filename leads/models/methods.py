@@ -42,10 +42,12 @@ Methods (``method_cfg`` = ``name`` and the keys below, with defaults) and the in
 - ``coda`` (``dim=2, l1_hyper=1e-6, l2_context=1e-4``): ``θ_e = θ + W ξ_e``, ``ξ_e ∈ R^dim``
   shared by all layers, starting at zero; penalty ``l1_hyper · Σ_rows ‖W_i‖₂ + l2_context · ‖Ξ‖²``.
   Inits ``mean`` (of the old contexts), ``zero``.
-- ``lowrank`` (``rank=8, l2_context=0``): every layer ``W_e = W + A diag(c_e) B``,
+- ``lowrank`` (``rank=8, l2_context=0, adapted_layers=all``): every layer ``W_e = W + A diag(c_e) B``,
   ``b_e = b + D c_e``, one context ``c_e ∈ R^rank`` shared by all layers (GEPS-like). Contexts
   start at zero (the model is then exactly its backbone); penalty ``l2_context · ‖C‖²``.
-  Inits ``mean`` (of the old contexts, as GEPS), ``zero``.
+  Inits ``mean`` (of the old contexts, as GEPS), ``zero``. ``adapted_layers=skip`` (with
+  ``model.skip``) adapts the skip layer only: ``f_e(u) = net(u) + L_e u``, every other layer
+  shared, a prior that the environments differ by terms linear in the state.
 - ``lora`` (``rank=2``): every layer ``W_e = W + B_e A_e``, biases shared. Inits ``zero``
   (fresh ``A_e``, ``B_e = 0``), ``mean``.
 """
@@ -236,8 +238,22 @@ class _Contextual(_SingleNetwork):
 
 class LowRank(_Contextual):
     name = "lowrank"
-    defaults = {"rank": 8, "l2_context": 0.0}
+    defaults = {"rank": 8, "l2_context": 0.0, "adapted_layers": "all"}
     context_key = "rank"
+
+    def __init__(self, backbone_cfg: dict[str, Any], method_cfg: dict[str, Any],
+                 state_shape: tuple[int, ...], n_envs: int) -> None:
+        super().__init__(backbone_cfg, method_cfg, state_shape, n_envs)
+        which = self.cfg["adapted_layers"]
+        if which not in ("all", "skip"):
+            raise UserError(f"methods.lowrank.adapted_layers={which!r} must be all or skip")
+        if which == "skip":
+            if not getattr(self.net, "cfg", {}).get("skip"):
+                raise UserError("methods.lowrank.adapted_layers=skip needs the skip layer: set model.skip=true "
+                                "(mlp or conv)")
+            # the environment reaches the output only through the layer linear in the state
+            for i in range(len(self.net.layers) - 1):
+                self.net.layers[i] = SharedLayer(self.net.layers[i].op)
 
     def _make_layer(self, op: Op) -> nn.Module:
         return LowRankLayer(op, self.cfg["rank"])

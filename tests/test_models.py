@@ -483,6 +483,12 @@ def test_model_keys_added_later_at_their_default_keep_run_ids() -> None:
     before = cfg | {"model": {k: v for k, v in cfg["model"].items() if k != "skip"}}
     assert cfg["model"]["skip"] is False and run_id_of(cfg) == run_id_of(before)
     assert run_id_of(load_config("lotka_volterra", "quick", ["model.skip=true"]).to_dict()) != run_id_of(cfg)
+    lowrank = {k: v for k, v in cfg["methods"]["lowrank"].items() if k != "adapted_layers"}
+    methods = {**cfg["methods"], "lowrank": lowrank}
+    assert cfg["methods"]["lowrank"]["adapted_layers"] == "all"
+    assert run_id_of(cfg) == run_id_of(cfg | {"methods": methods})
+    skip_only = ["model.skip=true", "methods.lowrank.adapted_layers=skip"]
+    assert run_id_of(load_config("lotka_volterra", "quick", skip_only).to_dict()) != run_id_of(cfg)
 
 
 def test_keys_of_other_backbones_are_ignored() -> None:

@@ -63,8 +63,9 @@ class TrainedRun:
 # Keys of the adapt section added after runs existed; at null they leave a run id as it was, so
 # finished runs are still found (``reproduce`` skips them).
 _ADAPT_KEYS_ADDED_LATER = ("weights_steps", "weights_patience", "refit_train")
-# Keys of the model section added later, with their defaults: at them a run id is as it was.
+# Keys of the model and methods sections added later, with their defaults: at them a run id is as it was.
 _MODEL_KEYS_ADDED_LATER = {"skip": False}
+_METHOD_KEYS_ADDED_LATER = {("lowrank", "adapted_layers"): "all"}
 
 
 def run_id_of(cfg: Mapping[str, Any]) -> str:
@@ -86,6 +87,12 @@ def run_id_of(cfg: Mapping[str, Any]) -> str:
     if model:
         ident["model"] = {k: v for k, v in model.items()
                           if not (k in _MODEL_KEYS_ADDED_LATER and v == _MODEL_KEYS_ADDED_LATER[k])}
+    methods = ident.get("methods") or {}
+    if methods:
+        ident["methods"] = {name: {k: v for k, v in settings.items()
+                                   if _METHOD_KEYS_ADDED_LATER.get((name, k), object()) != v}
+                            if isinstance(settings, dict) else settings
+                            for name, settings in methods.items()}
     method = re.sub(r"[^A-Za-z0-9_.-]", "_", str(cfg["method"]))  # module:Class -> a directory name
     return f"{method}-s{cfg['seed']}-{config_hash(ident, 8)}"
 

@@ -487,6 +487,9 @@ def test_model_keys_added_later_at_their_default_keep_run_ids() -> None:
     methods = {**cfg["methods"], "lowrank": lowrank}
     assert cfg["methods"]["lowrank"]["adapted_layers"] == "all"
     assert run_id_of(cfg) == run_id_of(cfg | {"methods": methods})
+    train = {k: v for k, v in cfg["train"].items() if k != "ema"}
+    assert cfg["train"]["ema"] is None and run_id_of(cfg) == run_id_of(cfg | {"train": train})
+    assert run_id_of(load_config("lotka_volterra", "quick", ["train.ema=0.999"]).to_dict()) != run_id_of(cfg)
     skip_only = ["model.skip=true", "methods.lowrank.adapted_layers=skip"]
     assert run_id_of(load_config("lotka_volterra", "quick", skip_only).to_dict()) != run_id_of(cfg)
 

@@ -186,6 +186,10 @@ class TrainConfig(Section):
     grad_clip: float | None = rule(1.0, _number(0))
     val_every: int = rule(100, _int(1))
     explode_factor: float = rule(1e4, _number(1, open_low=True))
+    # decay of an exponential moving average of the weights, validated and saved in their place
+    # (leads/training/averaging.py); null: none
+    ema: float | None = rule(None, lambda v: None if 0 < v < 1 else _RANGE + "a decay in (0, 1) such as 0.999, "
+                                                                        "got {value}")
 
 
 @_section

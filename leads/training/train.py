@@ -24,6 +24,7 @@ from leads.datasets.h5 import load_split
 from leads.envs.base import env_label
 from leads.envs.errors import UserError
 from leads.models.forecaster import SEARCH_TRAJECTORIES, Forecaster
+from leads.training.averaging import EMAWeights
 from leads.training.checkpoints import (
     AtomicCheckpointIO,
     TrainClock,
@@ -63,8 +64,8 @@ class TrainedRun:
 # Keys of the adapt section added after runs existed; at null they leave a run id as it was, so
 # finished runs are still found (``reproduce`` skips them).
 _ADAPT_KEYS_ADDED_LATER = ("weights_steps", "weights_patience", "refit_train")
-# Keys of the model and methods sections added later, with their defaults: at them a run id is as it was.
-_MODEL_KEYS_ADDED_LATER = {"skip": False}
+# Keys of the model, train and methods sections added later, with their defaults: at them a run id is as it was.
+_KEYS_ADDED_LATER = {"model": {"skip": False}, "train": {"ema": None}}
 _METHOD_KEYS_ADDED_LATER = {("lowrank", "adapted_layers"): "all"}
 
 
@@ -83,10 +84,9 @@ def run_id_of(cfg: Mapping[str, Any]) -> str:
     adapt = ident.get("adapt") or {}
     if adapt:  # keys added later, at their defaults (null): the id from before them
         ident["adapt"] = {k: v for k, v in adapt.items() if not (k in _ADAPT_KEYS_ADDED_LATER and v is None)}
-    model = ident.get("model") or {}
-    if model:
-        ident["model"] = {k: v for k, v in model.items()
-                          if not (k in _MODEL_KEYS_ADDED_LATER and v == _MODEL_KEYS_ADDED_LATER[k])}
+    for section, later in _KEYS_ADDED_LATER.items():
+        if ident.get(section):
+            ident[section] = {k: v for k, v in ident[section].items() if k not in later or v != later[k]}
     methods = ident.get("methods") or {}
     if methods:
         ident["methods"] = {name: {k: v for k, v in settings.items()
@@ -260,7 +260,9 @@ def train(cfg: RunConfig | Mapping[str, Any], resume: bool = False, progress: bo
             logger=logger if logger is not None else False,
             callbacks=[clock, curve, ValidateLastStep(), checkpoint, last_checkpoint,
                        TrainProgress(f"{cfg['system_name']} {cfg['method']} seed {cfg['seed']}",
-                                     progress), *_physics_search_callbacks(cfg, dm), *callbacks],
+                                     progress), *_physics_search_callbacks(cfg, dm), *callbacks,
+                       # after the curve: it scores the averaged weights, as validation does
+                       *([EMAWeights(tc["ema"])] if tc["ema"] else [])],
             plugins=[AtomicCheckpointIO()],
             use_distributed_sampler=False,  # the datamodule shards training batches itself (datasets/sharding.py)
             enable_progress_bar=False,  # TrainProgress counts steps, not epochs

@@ -432,7 +432,7 @@ def test_unknown_method_and_backbone_list_the_choices() -> None:
     ({"name": "mlp", "skip": 1}, {"name": "erm"}, (2,), "true or false"),
     ({"name": "mlp"}, {"name": "lowrank", "rnak": 2}, (2,), "rnak"),
     ({"name": "mlp"}, {"name": "lowrank", "adapted_layers": "skip"}, (2,), "model.skip=true"),
-    ({"name": "mlp", "skip": True}, {"name": "lowrank", "adapted_layers": "first"}, (2,), "all or skip"),
+    ({"name": "mlp", "skip": True}, {"name": "lowrank", "adapted_layers": "last"}, (2,), "all, first or skip"),
     ({"name": "mlp"}, {"name": "leads", "lambda": -1.0}, (2,), "non-negative"),
 ])
 def test_bad_configuration_is_a_user_error(backbone_cfg, method_cfg, shape, match) -> None:
@@ -473,6 +473,21 @@ def test_lowrank_adapting_the_skip_only_differs_between_environments_by_a_linear
     assert torch.allclose(d_uv - d_0, (d_u - d_0) + (d_v - d_0), atol=1e-12)  # affine in the state
     shared = {id(p) for p in model.shared_parameters()}
     assert all(id(p) in shared for layer in model.net.layers[:-1] for p in layer.parameters())
+
+
+@pytest.mark.parametrize("backbone", ["mlp", "conv_skip"])
+def test_lowrank_adapting_the_first_layer_only_shares_the_others(backbone: str) -> None:
+    model = make("lowrank", backbone, adapted_layers="first")
+    randomize_env_params(model)
+    shared = {id(p) for p in model.shared_parameters()}
+    assert all(id(p) in shared for layer in model.net.layers[1:] for p in layer.parameters())
+    u, _ = batch(backbone, [0, 0])
+    with torch.no_grad():  # environments differ, and only through the first layer's output
+        for p in model.net.layers[0].parameters():
+            p.add_(0.3 * torch.randn_like(p))
+        h = [model.net.layers[0](u, Cond(torch.full((2,), e), model.contexts[[e, e]])) for e in (0, 1)]
+    assert not torch.allclose(h[0], h[1])
+    assert not torch.allclose(model(u, torch.zeros(2, dtype=torch.long)), model(u, torch.ones(2, dtype=torch.long)))
 
 
 def test_model_keys_added_later_at_their_default_keep_run_ids() -> None:

@@ -47,7 +47,8 @@ Methods (``method_cfg`` = ``name`` and the keys below, with defaults) and the in
   start at zero (the model is then exactly its backbone); penalty ``l2_context · ‖C‖²``.
   Inits ``mean`` (of the old contexts, as GEPS), ``zero``. ``adapted_layers=skip`` (with
   ``model.skip``) adapts the skip layer only: ``f_e(u) = net(u) + L_e u``, every other layer
-  shared, a prior that the environments differ by terms linear in the state.
+  shared, a prior that the environments differ by terms linear in the state; ``first`` adapts the
+  first layer only, the context entering a shared network as an input does.
 - ``lora`` (``rank=2``): every layer ``W_e = W + B_e A_e``, biases shared. Inits ``zero``
   (fresh ``A_e``, ``B_e = 0``), ``mean``.
 """
@@ -245,14 +246,16 @@ class LowRank(_Contextual):
                  state_shape: tuple[int, ...], n_envs: int) -> None:
         super().__init__(backbone_cfg, method_cfg, state_shape, n_envs)
         which = self.cfg["adapted_layers"]
-        if which not in ("all", "skip"):
-            raise UserError(f"methods.lowrank.adapted_layers={which!r} must be all or skip")
-        if which == "skip":
-            if not getattr(self.net, "cfg", {}).get("skip"):
-                raise UserError("methods.lowrank.adapted_layers=skip needs the skip layer: set model.skip=true "
-                                "(mlp or conv)")
-            # the environment reaches the output only through the layer linear in the state
-            for i in range(len(self.net.layers) - 1):
+        if which not in ("all", "first", "skip"):
+            raise UserError(f"methods.lowrank.adapted_layers={which!r} must be all, first or skip")
+        if which == "skip" and not getattr(self.net, "cfg", {}).get("skip"):
+            raise UserError("methods.lowrank.adapted_layers=skip needs the skip layer: set model.skip=true "
+                            "(mlp or conv)")
+        # skip: the environment reaches the output only through the layer linear in the state;
+        # first: only through the first layer (the context as an input of a shared network)
+        keep = {"all": range(len(self.net.layers)), "first": [0], "skip": [len(self.net.layers) - 1]}[which]
+        for i in range(len(self.net.layers)):
+            if i not in keep:
                 self.net.layers[i] = SharedLayer(self.net.layers[i].op)
 
     def _make_layer(self, op: Op) -> nn.Module:

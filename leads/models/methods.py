@@ -248,7 +248,7 @@ class LowRank(_Contextual):
         which = self.cfg["adapted_layers"]
         if which not in ("all", "first", "skip"):
             raise UserError(f"methods.lowrank.adapted_layers={which!r} must be all, first or skip")
-        if which == "skip" and not getattr(self.net, "cfg", {}).get("skip"):
+        if which == "skip" and not self.net.cfg.get("skip"):
             raise UserError("methods.lowrank.adapted_layers=skip needs the skip layer: set model.skip=true "
                             "(mlp or conv)")
         # skip: the environment reaches the output only through the layer linear in the state;

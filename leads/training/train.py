@@ -61,11 +61,10 @@ class TrainedRun:
     best_val_rel_l2: float = float("nan")  # the in-domain validation error that chose best_ckpt
 
 
-# Keys of the adapt section added after runs existed; at null they leave a run id as it was, so
-# finished runs are still found (``reproduce`` skips them).
-_ADAPT_KEYS_ADDED_LATER = ("weights_steps", "weights_patience", "refit_train")
-# Keys of the model, train and methods sections added later, with their defaults: at them a run id is as it was.
-_KEYS_ADDED_LATER = {"model": {"skip": False}, "train": {"ema": None}}
+# Keys added after runs existed, with their defaults: at them a run id is the one from before
+# the key, so finished runs are still found (``reproduce`` skips them).
+_KEYS_ADDED_LATER = {"adapt": {"weights_steps": None, "weights_patience": None, "refit_train": None},
+                     "model": {"skip": False}, "train": {"ema": None}}
 _METHOD_KEYS_ADDED_LATER = {("lowrank", "adapted_layers"): "all"}
 
 
@@ -81,9 +80,6 @@ def run_id_of(cfg: Mapping[str, Any]) -> str:
     elif ident["physics"].get("starts") == 1:  # keys added later, at their defaults: ids from before them
         ident["physics"] = {k: v for k, v in ident["physics"].items()
                             if k not in ("starts", "start_steps", "start_after")}
-    adapt = ident.get("adapt") or {}
-    if adapt:  # keys added later, at their defaults (null): the id from before them
-        ident["adapt"] = {k: v for k, v in adapt.items() if not (k in _ADAPT_KEYS_ADDED_LATER and v is None)}
     for section, later in _KEYS_ADDED_LATER.items():
         if ident.get(section):
             ident[section] = {k: v for k, v in ident[section].items() if k not in later or v != later[k]}

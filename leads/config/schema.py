@@ -190,6 +190,9 @@ class TrainConfig(Section):
     # (leads/training/averaging.py); null: none
     ema: float | None = rule(None, lambda v: None if 0 < v < 1 else _RANGE + "a decay in (0, 1) such as 0.999, "
                                                                         "got {value}")
+    # the network through torch.compile in training (a cheaper step, the same values to ~1e-7:
+    # benchmarks/step_variants.py); how a run is computed, not what: not part of its run id
+    compile: bool = False
 
 
 @_section

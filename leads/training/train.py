@@ -75,6 +75,8 @@ def run_id_of(cfg: Mapping[str, Any]) -> str:
     ident = {k: v for k, v in cfg.items() if k not in ("run_name", "device", "devices", "num_nodes",
                                                         "strategy", "logger", "wandb", "runs_dir",
                                                         "results_dir")}
+    if (ident.get("train") or {}).get("compile") is not None:  # how a step is computed, like the device
+        ident["train"] = {k: v for k, v in ident["train"].items() if k != "compile"}
     if not (ident.get("physics") or {}).get("terms"):
         ident.pop("physics", None)  # no known terms: the same run as before physics existed
     elif ident["physics"].get("starts") == 1:  # keys added later, at their defaults: ids from before them

@@ -145,7 +145,10 @@ class EnvModel(nn.Module):
             raise UserError(f"env has shape {tuple(env.shape)}; expected ({u.shape[0]},), one index a sample")
         if env.dtype.is_floating_point or env.dtype.is_complex or env.dtype == torch.bool:
             raise UserError(f"env has dtype {env.dtype}; expected integer environment indices (torch.long)")
-        if env.device.type == "cpu" and env.numel() and (int(env.min()) < 0 or int(env.max()) >= self.n_envs):
+        # The range check reads values (a sync, and a graph break under torch.compile, where the
+        # indices are the training batches' own: train.compile); shapes and dtypes are checked always.
+        if env.device.type == "cpu" and env.numel() and not torch.compiler.is_compiling() and (
+                int(env.min()) < 0 or int(env.max()) >= self.n_envs):
             raise UserError(f"env indices span [{int(env.min())}, {int(env.max())}] but the model has "
                             f"{self.n_envs} environments; indices must lie in [0, {self.n_envs})")
         return env.long()

@@ -79,6 +79,11 @@ def test_geps_gray_scott_profiles_follow_the_text_and_the_code():
         assert cfg.data.n_test == cfg.data.n_test_heldout == 32
         assert cfg.adapt.shots == 1
     assert code.train.max_steps == 120000
+    # the one-CPU-hour recipe is the CPU recipe, compiled and longer: nothing else changed
+    hour = load_config("gray_scott", "paper_code_cpu_hour").to_dict()
+    longer = load_config("gray_scott", "paper_code_cpu", ["train.max_steps=30000", "train.compile=true"]).to_dict()
+    assert hour.pop("profile") == "paper_code_cpu_hour" and longer.pop("profile") == "paper_code_cpu"
+    assert hour == longer
 
 
 def test_coda_lotka_volterra_profile_follows_coda_s_code():

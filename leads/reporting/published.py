@@ -73,6 +73,8 @@ PUBLISHED: list[Published] = [
                                 "(where the published numbers most likely come from)",
                   "paper_code_cpu": "the setting of GEPS' public code (256 training trajectories per "
                                     "environment), trained with our CPU recipe",
+                  "paper_code_cpu_hour": "the setting of GEPS' public code (256 training trajectories per "
+                                         "environment), our CPU recipe trained for one CPU hour",
                   "paper": "the GEPS paper's text, 1 training trajectory per environment (its public code "
                            "trains on 256)",
                   "paper_cpu": "the GEPS paper's text (1 training trajectory per environment), trained with "

@@ -61,3 +61,23 @@ def test_compile_is_not_part_of_the_run_id(tmp_path):
     base = tiny_config("lotka_volterra", tmp_path)
     assert run_id_of(tiny_config("lotka_volterra", tmp_path, "train.compile=true")) == run_id_of(base)
     assert run_id_of(tiny_config("lotka_volterra", tmp_path, "train.compile=false")) == run_id_of(base)
+
+
+@pytest.mark.parametrize("method", ["lora", "coda", "leads", "erm", "per_env"])
+def test_every_method_s_network_compiles_to_its_eager_values_and_gradients(tmp_path, method):
+    from leads.config.loading import system_of
+
+    cfg = tiny_config("lotka_volterra", tmp_path, f"method={method}")
+    system = system_of(cfg)
+    module = Forecaster(cfg, system.state_shape, [f"e{i}" for i in range(len(system.train_envs))])
+    u = torch.randn(6, *system.state_shape)
+    env = torch.arange(6) % len(system.train_envs)
+    outputs, grads = [], []
+    for network in (module.model.forward, torch.compile(module.model.forward)):
+        module.zero_grad(set_to_none=True)
+        out = network(u, env)
+        out.square().sum().backward()
+        outputs.append(out.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in module.parameters() if p.grad is not None]))
+    assert torch.allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-6)
+    assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)

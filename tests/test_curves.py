@@ -25,6 +25,7 @@ def test_curve_has_every_validation_and_test_scoring_changes_nothing(tmp_path):
         assert torch.equal(a, b)
     assert [e["val_rel_l2"] for e in curve] == [e["val_rel_l2"] for e in read_curve(plain.run_dir)]
     assert all(e["seconds"] > 0 for e in curve) and curve[-1]["seconds"] >= curve[0]["seconds"]
+    assert all(e["cpu_seconds"] > 0 for e in curve) and curve[-1]["cpu_seconds"] >= curve[0]["cpu_seconds"]
     # The last entry's test score is the final model's score on the test split.
     last = torch.load(traced.run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     traced.module.load_state_dict(last["state_dict"])
@@ -53,3 +54,21 @@ def test_compute_curve_figure_draws_every_seed_and_the_published_lines():
     assert list(test_steps.lines[2].get_ydata()) == [2.0, 1.0, 0.5]
     published = [ln for ln in test_seconds.lines if ln.get_label() == "GEPS (published)"]
     assert len(published) == 1 and list(published[0].get_ydata()) == [0.02, 0.02]
+
+
+def test_the_clock_counts_cpu_seconds_apart_from_wall_seconds():
+    import time
+
+    from leads.training.checkpoints import TrainClock
+
+    clock = TrainClock()
+    clock.on_train_start(None, None)
+    time.sleep(0.3)  # wall time, no CPU
+    assert clock.seconds() >= 0.3 and clock.cpu_seconds() < 0.15
+    end = time.process_time() + 0.3
+    while time.process_time() < end:  # CPU time
+        pass
+    assert clock.cpu_seconds() >= 0.3
+    resumed = TrainClock()
+    resumed.load_state_dict(clock.state_dict())
+    assert resumed.cpu_seconds() >= 0.3 and resumed.seconds() >= 0.6

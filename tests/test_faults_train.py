@@ -91,6 +91,7 @@ def test_killed_twice_and_resumed_ends_bit_for_bit_like_an_uninterrupted_run(ref
     # Training time spent before the kills is kept: the checkpoint carries it into the final count.
     (clock,) = [v for k, v in resumed_from["callbacks"].items() if k.startswith("TrainClock")]
     assert 0 < clock["seconds"] < state(run_dir)["train_seconds"]
+    assert 0 < clock["cpu_seconds"] < state(run_dir)["train_cpu_seconds"]
     _assert_same_run(reference, tmp_path)
 
 

@@ -69,26 +69,35 @@ class ValidateLastStep(Callback):
 
 
 class TrainClock(Callback):
-    """Training wall time that survives a crash: the seconds spent up to a checkpoint are saved
-    in it, and a run resumed from it goes on counting from there (the work after the last
-    checkpoint of a killed run was lost, so it is not counted)."""
+    """Training wall time, and the process's CPU time, that survive a crash: the seconds spent up
+    to a checkpoint are saved in it, and a run resumed from it goes on counting from there (the
+    work after the last checkpoint of a killed run was lost, so it is not counted). CPU seconds
+    (every thread of the process) state a budget in CPU hours whatever else shares the machine's
+    cores; wall seconds do not."""
 
     def __init__(self) -> None:
         self.before = 0.0
+        self.before_cpu = 0.0
         self.restored = False
         self._start: float | None = None
+        self._start_cpu: float | None = None
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         self._start = time.perf_counter()
+        self._start_cpu = time.process_time()
 
     def seconds(self) -> float:
         return self.before + (time.perf_counter() - self._start if self._start is not None else 0.0)
 
+    def cpu_seconds(self) -> float:
+        return self.before_cpu + (time.process_time() - self._start_cpu if self._start_cpu is not None else 0.0)
+
     def state_dict(self) -> dict[str, float]:
-        return {"seconds": self.seconds()}
+        return {"seconds": self.seconds(), "cpu_seconds": self.cpu_seconds()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.before = float(state_dict.get("seconds", 0.0))
+        self.before_cpu = float(state_dict.get("cpu_seconds", 0.0))
         self.restored = True
 
 

@@ -5,7 +5,8 @@ far, and the validation relative L2 that selects the checkpoint. With ``test_cur
 in-domain test split is scored there too, so accuracy-versus-compute figures can show test
 error as training goes on. Those test numbers are written to this file and nowhere else: no
 checkpoint, recipe or stopping rule reads them. The seconds spent scoring the test split are
-taken off the training clock, so ``train_seconds`` measures training and validation alone.
+taken off the training clock (wall and CPU), so ``train_seconds`` and ``train_cpu_seconds``
+measure training and validation alone.
 """
 
 from __future__ import annotations
@@ -43,16 +44,18 @@ class LearningCurve(Callback):
             return
         val = trainer.callback_metrics.get("val/rel_l2")
         entry: dict[str, Any] = {"step": int(trainer.global_step), "seconds": round(self.clock.seconds(), 3),
+                                 "cpu_seconds": round(self.clock.cpu_seconds(), 3),
                                  "val_rel_l2": float(val) if val is not None else None}
         if self.test is not None:
             from leads.evaluation.scoring import score
 
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             states, t, horizon = self.test
             scores = score(pl_module, states, t, horizon)
             pl_module.train()  # scoring puts the module in eval mode
             entry["test"] = {k: scores.summary(k)[0] for k in TEST_KEYS}
             self.clock.before -= time.perf_counter() - start
+            self.clock.before_cpu -= time.process_time() - start_cpu
         with open(self.path, "a") as f:  # one short line per validation: an append is enough
             f.write(json.dumps(entry) + "\n")
 

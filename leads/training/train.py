@@ -273,14 +273,15 @@ def train(cfg: RunConfig | Mapping[str, Any], resume: bool = False, progress: bo
         except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C and SIGTERM into SystemExit
             _discard_if_empty(run_dir, resume or child)
             raise Interrupted("training", run_dir, last, trainer.global_step, cfg) from None
-    seconds = clock.seconds()
+    seconds, cpu_seconds = clock.seconds(), clock.cpu_seconds()
     if resume and not clock.restored:  # a checkpoint written before the clock was saved in them
         seconds += _read_state(run_dir).get("train_seconds", 0.0)
+        cpu_seconds += _read_state(run_dir).get("train_cpu_seconds", 0.0)
     best_path = Path(checkpoint.best_model_path or last)
     best = Forecaster.load_from_checkpoint(str(best_path), map_location="cpu")
     best_score = float(checkpoint.best_model_score if checkpoint.best_model_score is not None else float("nan"))
     if trainer.is_global_zero:
-        _write_state(run_dir, {"train_seconds": seconds, "best_ckpt": str(best_path),
+        _write_state(run_dir, {"train_seconds": seconds, "train_cpu_seconds": cpu_seconds, "best_ckpt": str(best_path),
                                "best_val_rel_l2": best_score, "global_step": trainer.global_step})
     return TrainedRun(run_dir, run_id, best_path, best, seconds, logger, trainer.is_global_zero, best_score)
 

@@ -74,7 +74,7 @@ PUBLISHED: list[Published] = [
                   "paper_code_cpu": "the setting of GEPS' public code (256 training trajectories per "
                                     "environment), trained with our CPU recipe",
                   "paper_code_cpu_hour": "the setting of GEPS' public code (256 training trajectories per "
-                                         "environment), our CPU recipe trained for one CPU hour",
+                                         "environment), our CPU recipe for 30,000 compiled steps (about one CPU hour)",
                   "paper": "the GEPS paper's text, 1 training trajectory per environment (its public code "
                            "trains on 256)",
                   "paper_cpu": "the GEPS paper's text (1 training trajectory per environment), trained with "

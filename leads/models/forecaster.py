@@ -67,9 +67,10 @@ class Forecaster(pl.LightningModule):
         self.register_buffer("u_mean", torch.zeros(stat_shape))
         self.register_buffer("u_std", torch.ones(stat_shape))
         self.register_buffer("du_std", torch.ones(stat_shape))
-        # The network as training calls it: torch.compile'd from fit start to teardown with
-        # train.compile (a function, so neither a submodule nor in the state dict); None: eager.
-        # Adaptation (torch.func transforms), evaluation and checkpoints always see the eager model.
+        # The network as a fit calls it (training steps, validation, the learning curve's test
+        # scores): torch.compile'd from fit start to teardown with train.compile (a function, so
+        # neither a submodule nor in the state dict); None: eager. Adaptation (torch.func
+        # transforms), evaluation after training and checkpoints always see the eager model.
         self._compiled_network: Any = None
         self._first_loss: float | None = None
         self._data_loss: torch.Tensor | None = None

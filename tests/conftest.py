@@ -12,3 +12,18 @@ import os  # noqa: E402
 # Tests never talk to W&B servers; the read-back test opts into offline mode itself.
 os.environ["WANDB_MODE"] = "disabled"
 os.environ["WANDB_SILENT"] = "true"
+
+# Under pytest-xdist (`-n auto`) each worker is a process of its own: one torch thread each, as two
+# processes with two threads each on two cores run many times slower. Set before torch is imported.
+# (The environment variables reach the processes tests start; set_num_threads covers a torch that a
+# plugin may have imported already.)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+
+def pytest_configure(config) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)

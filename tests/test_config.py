@@ -88,6 +88,16 @@ def test_saved_config_round_trips_and_hash_is_stable(tmp_path):
     assert config_hash(load_config("lotka_volterra", overrides=["seed=1"])) != config_hash(cfg)
 
 
+@pytest.mark.parametrize("key", ["skip", "per_capita"])
+def test_model_keys_added_later_at_their_default_keep_run_ids(key):
+    from leads.training.train import run_id_of
+
+    cfg = load_config("lotka_volterra", "quick").to_dict()
+    before = cfg | {"model": {k: v for k, v in cfg["model"].items() if k != key}}
+    assert cfg["model"][key] is False and run_id_of(cfg) == run_id_of(before)
+    assert run_id_of(load_config("lotka_volterra", "quick", [f"model.{key}=true"])) != run_id_of(cfg)
+
+
 @pytest.mark.parametrize("key", ["weights_steps", "weights_patience", "refit_train"])
 def test_adapt_keys_added_later_at_their_default_keep_run_ids(key):
     # Added after runs existed: at null, a run id is the one from before the key, so finished

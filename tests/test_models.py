@@ -22,6 +22,8 @@ SMALL = {
     "fno1d": ({"name": "fno", "width": 5, "depth": 2, "modes": 3, "proj_width": 7}, (1, 12)),
     "mlp_skip": ({"name": "mlp", "width": 16, "depth": 3, "skip": True}, (3,)),
     "conv_skip": ({"name": "conv", "width": 6, "depth": 3, "skip": True}, (2, 8, 8)),
+    "mlp_per_capita": ({"name": "mlp", "width": 16, "depth": 3, "per_capita": True}, (3,)),
+    "conv_per_capita": ({"name": "conv", "width": 6, "depth": 3, "per_capita": True}, (2, 8, 8)),
 }
 ADAPTERS = ("lowrank", "coda", "lora")
 ALL = [(m, b) for m in METHODS for b in SMALL]
@@ -455,6 +457,19 @@ def test_skip_adds_a_linear_layer_of_the_state_to_the_stack(backbone: str) -> No
     assert torch.allclose(model.net.layers[3](a * u, Cond(env, model.contexts[env])) - a * skip,
                           (1 - a) * model.net.layers[3](0 * u, Cond(env, model.contexts[env])), atol=1e-12)
     assert model.net.output_layers == [2, 3] and plain.net.output_layers == [2]
+
+
+@pytest.mark.parametrize("backbone", ["mlp", "conv"])
+def test_per_capita_multiplies_the_stack_by_the_state(backbone: str) -> None:
+    model = make("lowrank", f"{backbone}_per_capita")
+    randomize_env_params(model)
+    plain = make("lowrank", backbone)
+    plain.load_state_dict(model.state_dict())  # the same layers: only the output differs
+    u, env = batch(backbone, [0, 1, 2, 1])
+    assert torch.allclose(model(u, env), u * plain(u, env), rtol=1e-12, atol=1e-14)
+    # a species at zero stays at zero, whatever the environment (the Kolmogorov form)
+    u[:, 0] = 0
+    assert torch.all(model(u, env)[:, 0] == 0) and torch.all(plain(u, env)[:, 0] != 0)
 
 
 @pytest.mark.parametrize("backbone", ["mlp_skip", "conv_skip"])

@@ -155,6 +155,7 @@ class ModelConfig(Section):
     kernel_size: int = rule(3, _int(1))
     modes: int = rule(12, _int(1))
     skip: bool = False  # mlp, conv: add a linear layer of the state to the output (leads/models/backbones.py)
+    per_capita: bool = False  # mlp, conv: the output times the state, f(u) = u * g(u) (leads/models/backbones.py)
 
 
 @_section

@@ -8,15 +8,20 @@ order, the output layer last (``output_layers`` names the layers whose sum is th
 Configuration (``backbone_cfg``: ``name`` and the keys below; keys that only other backbones
 use are ignored, so one config section can serve all), with defaults:
 
-- ``mlp``  (states ``(d,)``): ``width=64, depth=4, activation=swish, skip=False``; ``depth``
-  linear layers.
+- ``mlp``  (states ``(d,)``): ``width=64, depth=4, activation=swish, skip=False,
+  per_capita=False``; ``depth`` linear layers.
 - ``conv`` (fields ``(C, N)`` or ``(C, H, W)``): ``width=64, depth=4, kernel_size=3,
-  activation=swish, skip=False``; ``depth`` 1D or 2D convolutions with circular padding.
+  activation=swish, skip=False, per_capita=False``; ``depth`` 1D or 2D convolutions with circular padding.
   With ``skip`` (both) one more layer, linear in the state (a linear map, or a convolution of
   ``kernel_size``), is added to the stack's output: ``f(u) = stack(u) + L u``. Adapted like every
   layer, it holds a dependence on the environment that is linear in the state exactly, and
   extrapolates it linearly away from the training states (terms such as ``alpha x`` in
   Lotka-Volterra, or feed, kill and diffusion in Gray-Scott).
+  With ``per_capita`` (both) the output is the state times the stack's: ``f(u) = u * g(u)``, the
+  Kolmogorov form of population dynamics, where ``g`` is each species' per-capita growth rate.
+  It suits positive states in physical units (``forecaster.normalize: false``): zero stays
+  zero, and for Lotka-Volterra ``g`` is affine in the state (``alpha - beta y``,
+  ``delta x - gamma``) where ``f`` holds the product ``x y``.
 - ``fno``  (fields ``(C, N)`` or ``(C, H, W)``): ``width=10, depth=4, modes=12,
   activation=gelu, proj_width=128, coords=True``: lift (pointwise conv), ``depth`` × [spectral
   conv + pointwise conv], projection (two pointwise convs), as in Li et al., in 1D or 2D. With
@@ -105,7 +110,8 @@ class Backbone(nn.Module):
 
 class _Stack(Backbone):
     """``depth`` layers state -> width -> ... -> width -> state, activation between layers; with
-    ``skip``, plus one layer state -> state applied to the input (the last of ``layers``)."""
+    ``skip``, plus one layer state -> state applied to the input (the last of ``layers``); with
+    ``per_capita``, the sum times the state."""
 
     def __init__(self, state_shape: tuple[int, ...], cfg: dict[str, Any], make_layer: MakeLayer) -> None:
         super().__init__(state_shape, cfg, make_layer)
@@ -131,12 +137,12 @@ class _Stack(Backbone):
                 x = self.act(x)
         if len(self.layers) > self.depth:
             x = x + self.layers[self.depth](u, cond)
-        return x
+        return u * x if self.cfg["per_capita"] else x
 
 
 class MLP(_Stack):
     name = "mlp"
-    defaults = {"width": 64, "depth": 4, "activation": "swish", "skip": False}
+    defaults = {"width": 64, "depth": 4, "activation": "swish", "skip": False, "per_capita": False}
     state_ranks = (1,)
 
     def _op(self, n_in: int, n_out: int) -> Op:
@@ -145,7 +151,8 @@ class MLP(_Stack):
 
 class ConvNet(_Stack):
     name = "conv"
-    defaults = {"width": 64, "depth": 4, "kernel_size": 3, "activation": "swish", "skip": False}
+    defaults = {"width": 64, "depth": 4, "kernel_size": 3, "activation": "swish", "skip": False,
+                "per_capita": False}
     state_ranks = (2, 3)
 
     def _op(self, n_in: int, n_out: int) -> Op:

@@ -64,7 +64,7 @@ class TrainedRun:
 # Keys added after runs existed, with their defaults: at them a run id is the one from before
 # the key, so finished runs are still found (``reproduce`` skips them).
 _KEYS_ADDED_LATER = {"adapt": {"weights_steps": None, "weights_patience": None, "refit_train": None},
-                     "model": {"skip": False}, "train": {"ema": None}}
+                     "model": {"skip": False, "per_capita": False}, "train": {"ema": None}}
 _METHOD_KEYS_ADDED_LATER = {("lowrank", "adapted_layers"): "all"}
 
 

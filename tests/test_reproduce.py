@@ -84,6 +84,12 @@ def test_geps_gray_scott_profiles_follow_the_text_and_the_code():
     longer = load_config("gray_scott", "paper_code_cpu", ["train.max_steps=30000", "train.compile=true"]).to_dict()
     assert hour.pop("profile") == "paper_code_cpu_hour" and longer.pop("profile") == "paper_code_cpu"
     assert hour == longer
+    # the 45,000-step recipe is the hour recipe with more steps and Levenberg-Marquardt contexts
+    k45 = load_config("gray_scott", "paper_code_cpu_45k").to_dict()
+    hour_lm = load_config("gray_scott", "paper_code_cpu_hour", [
+        "train.max_steps=45000", "adapt.optimizer=gauss_newton", "adapt.val_every=1", "adapt.patience=5"]).to_dict()
+    assert k45.pop("profile") == "paper_code_cpu_45k" and hour_lm.pop("profile") == "paper_code_cpu_hour"
+    assert k45 == hour_lm
 
 
 def test_coda_lotka_volterra_profile_follows_coda_s_code():

@@ -75,6 +75,9 @@ PUBLISHED: list[Published] = [
                                     "environment), trained with our CPU recipe",
                   "paper_code_cpu_hour": "the setting of GEPS' public code (256 training trajectories per "
                                          "environment), our CPU recipe for 30,000 compiled steps (about one CPU hour)",
+                  "paper_code_cpu_45k": "the setting of GEPS' public code (256 training trajectories per "
+                                        "environment), our CPU recipe for 45,000 compiled steps, contexts by "
+                                        "Levenberg-Marquardt",
                   "paper": "the GEPS paper's text, 1 training trajectory per environment (its public code "
                            "trains on 256)",
                   "paper_cpu": "the GEPS paper's text (1 training trajectory per environment), trained with "

@@ -139,6 +139,9 @@ PUBLISHED: list[Published] = [
         numbers={"LEADS": ((1.16, 0.99), None)},
         note="test MSE including t=0; their ± is over test batches",
         profile="paper_leads", also_metric="mse",
+        settings={"paper_leads": "the published protocol",
+                  "paper_leads_per_capita": "the published protocol; our networks in the per-capita form "
+                                            "f(u) = u * net(u) (LEADS' network is a plain MLP)"},
     ),
     Published(
         system="gray_scott", protocol="LEADS", source="Yin et al., LEADS, NeurIPS 2021 (README of the code)",

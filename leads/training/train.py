@@ -275,8 +275,9 @@ def train(cfg: RunConfig | Mapping[str, Any], resume: bool = False, progress: bo
             raise Interrupted("training", run_dir, last, trainer.global_step, cfg) from None
     seconds, cpu_seconds = clock.seconds(), clock.cpu_seconds()
     if resume and not clock.restored:  # a checkpoint written before the clock was saved in them
-        seconds += _read_state(run_dir).get("train_seconds", 0.0)
-        cpu_seconds += _read_state(run_dir).get("train_cpu_seconds", 0.0)
+        before = _read_state(run_dir)
+        seconds += before.get("train_seconds", 0.0)
+        cpu_seconds += before.get("train_cpu_seconds", 0.0)
     best_path = Path(checkpoint.best_model_path or last)
     best = Forecaster.load_from_checkpoint(str(best_path), map_location="cpu")
     best_score = float(checkpoint.best_model_score if checkpoint.best_model_score is not None else float("nan"))

@@ -54,6 +54,17 @@ def test_compute_curve_figure_draws_every_seed_and_the_published_lines():
     assert list(test_steps.lines[2].get_ydata()) == [2.0, 1.0, 0.5]
     published = [ln for ln in test_seconds.lines if ln.get_label() == "GEPS (published)"]
     assert len(published) == 1 and list(published[0].get_ydata()) == [0.02, 0.02]
+    assert not [t for ax in fig.axes for t in ax.texts]  # test scores drawn: no note
+
+
+def test_compute_curve_figure_without_test_scores_says_so_on_a_log_scale():
+    from leads.reporting.plots import compute_curve_figure
+
+    seed = [{"step": s, "seconds": 2.0 * s, "val_rel_l2": 1.0 / s} for s in (1, 2, 4)]
+    fig = compute_curve_figure({"lowrank": [seed]}, "mse_t0", {"LEADS": 1.16e-3})
+    for test in fig.axes[2:]:
+        assert [ln.get_label() for ln in test.lines] == ["LEADS (published)"] and test.get_yscale() == "log"
+        assert "--test-curve" in test.texts[0].get_text()
 
 
 def test_the_clock_counts_cpu_seconds_apart_from_wall_seconds():

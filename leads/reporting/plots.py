@@ -101,6 +101,7 @@ def compute_curve_figure(curves: dict[str, list[list[dict]]], test_metric: str,
     fig = Figure(figsize=(9, 6))
     axes = fig.subplots(2, 2, squeeze=False)
     colors = [f"C{i}" for i in range(10)]
+    any_test = False
     for i, (method, seeds) in enumerate(sorted(curves.items())):
         for j, entries in enumerate(seeds):
             steps = [e["step"] for e in entries]
@@ -111,11 +112,16 @@ def compute_curve_figure(curves: dict[str, list[list[dict]]], test_metric: str,
             for col, x in enumerate((steps, seconds)):
                 axes[0, col].semilogy(x, val, color=colors[i % 10], lw=1, marker=".", label=label)
                 if any(v is not None for v in test):
+                    any_test = True
                     axes[1, col].semilogy(x, test, color=colors[i % 10], lw=1, marker=".", label=label)
     for k, (label, value) in enumerate(sorted((published or {}).items())):
         for col in (0, 1):
             axes[1, col].axhline(value, color=colors[(k + 5) % 10], ls="--", lw=1, label=f"{label} (published)")
     for col, xlabel in enumerate(("training steps", "training seconds")):
+        if not any_test:  # only the published lines: on the scale of the numbers, saying why
+            axes[1, col].set_yscale("log")
+            axes[1, col].text(0.5, 0.5, "no test scores: runs trained without --test-curve", fontsize=7,
+                              ha="center", va="center", transform=axes[1, col].transAxes)
         axes[0, col].set_ylabel("validation relative L2 (0, T]", fontsize=7)
         axes[1, col].set_ylabel(f"test {test_metric}", fontsize=7)
         for row in (0, 1):

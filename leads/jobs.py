@@ -114,7 +114,8 @@ def run_experiment(cfg: RunConfig | Mapping[str, Any], resume: bool = False, pro
         ev = evaluate_model(run.module, cfg, few_shot, progress)
     except KeyboardInterrupt:  # nothing of the evaluation is written before it ends
         raise Interrupted("evaluation", run.run_dir, run.best_ckpt, cfg=cfg) from None
-    info = _run_info(cfg, run.module, run.run_id, run.train_seconds, run.best_ckpt)
+    info = _run_info(cfg, run.module, run.run_id, run.best_ckpt, {"train_seconds": run.train_seconds,
+                     "train_cpu_seconds": run.train_cpu_seconds, "global_step": run.train_steps})
     rows = evaluation_rows(cfg, info, ev)
     append_rows(results_path(cfg), rows)
     announce(f"writing figures to {run.run_dir / 'figures'}", progress)
@@ -150,9 +151,8 @@ def evaluate_checkpoint(ckpt: str | Path, system: str, overrides: Sequence[str] 
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
     run_id = run_dir.name if ckpt.parent.name == "checkpoints" else ckpt.stem
     state = run_dir / "state.json"
-    train_seconds = json.loads(state.read_text()).get("train_seconds", np.nan) if state.exists() else np.nan
     ev = evaluate_model(module, cfg, few_shot)
-    info = _run_info(cfg, module, run_id, train_seconds, ckpt)
+    info = _run_info(cfg, module, run_id, ckpt, json.loads(state.read_text()) if state.exists() else {})
     rows = evaluation_rows(cfg, info, ev)
     append_rows(results_path(cfg), rows)
     out_dir = results_path(cfg).parent / "figures" / run_id
@@ -168,13 +168,18 @@ def evaluate_checkpoint(ckpt: str | Path, system: str, overrides: Sequence[str] 
 
 
 # ------------------------------------------------------------------------------ rows
-def _run_info(cfg: Mapping[str, Any], module: Forecaster, run_id: str, train_seconds: float,
-              ckpt: Path) -> dict[str, Any]:
+def _run_info(cfg: Mapping[str, Any], module: Forecaster, run_id: str, ckpt: Path,
+              state: Mapping[str, Any]) -> dict[str, Any]:
+    """What every results row of a run carries. ``state``: the run's ``state.json`` (its training
+    seconds and steps; ``train_steps`` falls back to ``max_steps`` for runs without one)."""
     system = system_of(cfg)
+    steps = state.get("global_step")
     return {"run_id": run_id, "eval_id": uuid.uuid4().hex[:12], "time": now(), "system": cfg["system_name"],
             "method": method_label(cfg), "physics_aware": bool(cfg["physics"]["terms"]),
             "seed": cfg["seed"], "profile": cfg["profile"],
-            "train_seconds": float(train_seconds), "train_steps": int(cfg["train"]["max_steps"]),
+            "train_seconds": float(state.get("train_seconds", np.nan)),
+            "train_cpu_seconds": float(state.get("train_cpu_seconds", np.nan)),
+            "train_steps": int(cfg["train"]["max_steps"] if steps is None else steps),
             "n_trained_params": sum(p.numel() for p in module.trained_parameters()),
             "git_commit": git_commit(), "config_hash": study_hash(cfg), "ckpt": str(ckpt),
             "train_envs_key": envs_key(system, system.train_envs), "dt": system.dt, "horizon": system.horizon}

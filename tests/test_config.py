@@ -108,3 +108,21 @@ def test_adapt_keys_added_later_at_their_default_keep_run_ids(key):
     before = cfg | {"adapt": {k: v for k, v in cfg["adapt"].items() if k != key}}
     assert cfg["adapt"][key] is None and run_id_of(cfg) == run_id_of(before)
     assert run_id_of(load_config("gray_scott", "quick", [f"adapt.{key}=1"])) != run_id_of(cfg)
+
+
+def test_the_cpu_budget_at_null_keeps_run_ids():
+    from leads.training.train import run_id_of
+
+    cfg = load_config("gray_scott", "quick").to_dict()
+    before = cfg | {"train": {k: v for k, v in cfg["train"].items() if k != "max_cpu_seconds"}}
+    assert cfg["train"]["max_cpu_seconds"] is None and run_id_of(cfg) == run_id_of(before)
+    assert run_id_of(load_config("gray_scott", "quick", ["train.max_cpu_seconds=3600"])) != run_id_of(cfg)
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "an_hour"])
+def test_a_cpu_budget_that_is_not_a_positive_number_is_one_line(value):
+    from leads.envs.errors import UserError
+
+    with pytest.raises(UserError, match="train.max_cpu_seconds") as e:
+        load_config("gray_scott", "quick", [f"train.max_cpu_seconds={value}"])
+    assert "\n" not in str(e.value)

@@ -167,6 +167,11 @@ def test_published_block_shows_a_second_metric_and_mixed_budgets():
     assert ours.also[0][0] == pytest.approx((0.01 + 0.09) / 2)
     md = leaderboard.to_markdown(lb)
     assert "| lowrank (mse: MSE over (0, T]) | 5.000e-02 ± " in md and "1500/120000 training steps" in md
+    assert "CPU s)" not in md  # rows written before CPU seconds were recorded: none claimed
+    for r in rows:
+        r["train_cpu_seconds"] = 3000.0 if r["seed"] == 0 else 3600.0
+    assert "10 s training (3300 CPU s)" in leaderboard.to_markdown(leaderboard.build(rows, "lotka_volterra",
+                                                                                     "paper_leads"))
 
 
 def test_published_entries_are_well_formed():

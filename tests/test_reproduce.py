@@ -90,6 +90,11 @@ def test_geps_gray_scott_profiles_follow_the_text_and_the_code():
         "train.max_steps=45000", "adapt.optimizer=gauss_newton", "adapt.val_every=1", "adapt.patience=5"]).to_dict()
     assert k45.pop("profile") == "paper_code_cpu_45k" and hour_lm.pop("profile") == "paper_code_cpu_hour"
     assert k45 == hour_lm
+    # the one-CPU-hour budget is the 45,000-step recipe stopped before 3,600 CPU seconds
+    budget = load_config("gray_scott", "paper_code_cpu_3600s").to_dict()
+    capped = load_config("gray_scott", "paper_code_cpu_45k", ["train.max_cpu_seconds=3600"]).to_dict()
+    assert budget.pop("profile") == "paper_code_cpu_3600s" and capped.pop("profile") == "paper_code_cpu_45k"
+    assert budget == capped
 
 
 def test_coda_lotka_volterra_profile_follows_coda_s_code():

@@ -181,6 +181,9 @@ class ForecasterConfig(Section):
 class TrainConfig(Section):
     where = "train"
     max_steps: int = rule(2000, _int(1))
+    # a budget in CPU seconds of the training process: training stops before its clock passes it,
+    # or at max_steps, whichever comes first (leads/training/budget.py); null: none
+    max_cpu_seconds: float | None = rule(None, _number(0, open_low=True))
     lr: float = rule(1e-3, _number(0, open_low=True))
     scheduler: str = rule("cosine", _choice("cosine", "none"))
     weight_decay: float = rule(0.0, _number(0))

@@ -57,6 +57,7 @@ class Ours:
     train_seconds: float              # mean over seeds
     adapt_seconds: float              # mean over seeds and held-out sets
     also: tuple[MS, MS | None] | None = None  # in-domain, new environments in ``entry.also_metric``
+    train_cpu_seconds: float = math.nan  # mean over seeds (rows written before it was recorded: nan)
 
 
 @dataclass
@@ -183,7 +184,8 @@ def _published(rows: list[dict[str, Any]], system: str, shots: int) -> list[Publ
                 train_seconds=_mean([r.get("train_seconds") for r in runs.values()]),
                 adapt_seconds=_mean([r.get("adapt_seconds") for r in mine if r["split"] == held
                                      and r["environment"] == ALL and r["metric"] == entry.metric]),
-                also=_pair(mine, held, entry.also_metric) if entry.also_metric else None))
+                also=_pair(mine, held, entry.also_metric) if entry.also_metric else None,
+                train_cpu_seconds=_mean([r.get("train_cpu_seconds") for r in runs.values()])))
         blocks.append(PublishedBlock(entry, held, ours))
     return blocks
 
@@ -264,7 +266,8 @@ def _published_markdown(block: PublishedBlock) -> list[str]:
         lines.append(f"| {method} | {_fmt(ind, e.scale)} | {_fmt(held, e.scale)} | {kind} |")
     for o in block.ours:
         budget = "/".join(str(n) for n in o.train_steps) or "?"
-        cost = f"{o.train_seconds:.0f} s training" + ("" if math.isnan(o.adapt_seconds) else
+        cpu = "" if math.isnan(o.train_cpu_seconds) else f" ({o.train_cpu_seconds:.0f} CPU s)"
+        cost = f"{o.train_seconds:.0f} s training{cpu}" + ("" if math.isnan(o.adapt_seconds) else
                                                       f" + {o.adapt_seconds:.0f} s adaptation")
         source = f"ours, {o.seeds} seed(s), {budget} training steps, {cost} per run"
         lines.append(f"| {o.method} | {_fmt(o.in_domain)} | {_fmt(o.new_envs)} | {source} |")

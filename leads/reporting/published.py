@@ -78,6 +78,9 @@ PUBLISHED: list[Published] = [
                   "paper_code_cpu_45k": "the setting of GEPS' public code (256 training trajectories per "
                                         "environment), our CPU recipe for 45,000 compiled steps, contexts by "
                                         "Levenberg-Marquardt",
+                  "paper_code_cpu_3600s": "the setting of GEPS' public code (256 training trajectories per "
+                                          "environment), our CPU recipe of 45,000 compiled steps stopped before "
+                                          "one CPU hour, contexts by Levenberg-Marquardt",
                   "paper": "the GEPS paper's text, 1 training trajectory per environment (its public code "
                            "trains on 256)",
                   "paper_cpu": "the GEPS paper's text (1 training trajectory per environment), trained with "

@@ -25,6 +25,7 @@ from leads.envs.base import env_label
 from leads.envs.errors import UserError
 from leads.models.forecaster import SEARCH_TRAJECTORIES, Forecaster
 from leads.training.averaging import EMAWeights
+from leads.training.budget import CPUBudget
 from leads.training.checkpoints import (
     AtomicCheckpointIO,
     TrainClock,
@@ -59,12 +60,14 @@ class TrainedRun:
     logger: Any
     is_global_zero: bool = True  # under DDP only rank 0 evaluates and writes results
     best_val_rel_l2: float = float("nan")  # the in-domain validation error that chose best_ckpt
+    train_cpu_seconds: float = float("nan")
+    train_steps: int | None = None  # the steps trained: max_steps, or fewer where train.max_cpu_seconds stopped it
 
 
 # Keys added after runs existed, with their defaults: at them a run id is the one from before
 # the key, so finished runs are still found (``reproduce`` skips them).
 _KEYS_ADDED_LATER = {"adapt": {"weights_steps": None, "weights_patience": None, "refit_train": None},
-                     "model": {"skip": False, "per_capita": False}, "train": {"ema": None}}
+                     "model": {"skip": False, "per_capita": False}, "train": {"ema": None, "max_cpu_seconds": None}}
 _METHOD_KEYS_ADDED_LATER = {("lowrank", "adapted_layers"): "all"}
 
 
@@ -244,10 +247,11 @@ def train(cfg: RunConfig | Mapping[str, Any], resume: bool = False, progress: bo
     clock = TrainClock()
     curve = LearningCurve(run_dir, clock, _test_split(cfg) if test_curve and not child else None)
     logger = make_logger(cfg, run_dir, run_id)
+    tc = cfg["train"]
+    budget = [CPUBudget(tc["max_cpu_seconds"], clock, progress is not False)] if tc["max_cpu_seconds"] else []
     with warnings.catch_warnings():
         for pattern in IGNORED_WARNINGS:
             warnings.filterwarnings("ignore", message=pattern)
-        tc = cfg["train"]
         trainer = pl.Trainer(
             **trainer_kwargs(cfg),
             max_steps=tc["max_steps"],
@@ -257,6 +261,7 @@ def train(cfg: RunConfig | Mapping[str, Any], resume: bool = False, progress: bo
             gradient_clip_val=tc["grad_clip"] or None,
             logger=logger if logger is not None else False,
             callbacks=[clock, curve, ValidateLastStep(), checkpoint, last_checkpoint,
+                       *budget,
                        TrainProgress(f"{cfg['system_name']} {cfg['method']} seed {cfg['seed']}",
                                      progress), *_physics_search_callbacks(cfg, dm), *callbacks,
                        # after the curve: it scores the averaged weights, as validation does
@@ -284,7 +289,8 @@ def train(cfg: RunConfig | Mapping[str, Any], resume: bool = False, progress: bo
     if trainer.is_global_zero:
         _write_state(run_dir, {"train_seconds": seconds, "train_cpu_seconds": cpu_seconds, "best_ckpt": str(best_path),
                                "best_val_rel_l2": best_score, "global_step": trainer.global_step})
-    return TrainedRun(run_dir, run_id, best_path, best, seconds, logger, trainer.is_global_zero, best_score)
+    return TrainedRun(run_dir, run_id, best_path, best, seconds, logger, trainer.is_global_zero, best_score,
+                      cpu_seconds, int(trainer.global_step))
 
 
 def _test_split(cfg: RunConfig) -> tuple[torch.Tensor, Any, float]:

@@ -1,0 +1,94 @@
+"""train.max_cpu_seconds: training stops before its CPU clock passes the budget."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+from tiny import tiny_config
+
+from leads.training.budget import CPUBudget
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def cpu_seconds(self) -> float:
+        return self.t
+
+
+def _simulate(budget: float, step_cost: float, val_cost: float, val_every: int, max_steps: int = 1000):
+    """Lightning's order of calls for one run, on a clock each step and validation advances by
+    a fixed cost. Returns the step it stopped at and the clock at the end."""
+    clock = _Clock()
+    cb = CPUBudget(budget, clock, announce=False)
+    strategy = SimpleNamespace(reduce_boolean_decision=lambda decision, all: decision)
+    trainer = SimpleNamespace(global_step=0, max_steps=max_steps, val_check_batch=val_every, should_stop=False,
+                              sanity_checking=False, is_global_zero=True, strategy=strategy)
+    while trainer.global_step < max_steps:
+        cb.on_train_batch_start(trainer)
+        clock.t += step_cost
+        trainer.global_step += 1
+        cb.on_train_batch_end(trainer)
+        if trainer.should_stop or trainer.global_step % val_every == 0:  # Lightning validates at a stop too
+            cb.on_validation_start(trainer, None)
+            clock.t += val_cost
+            cb.on_validation_end(trainer, None)
+        if trainer.should_stop:
+            break
+    return trainer.global_step, clock.t
+
+
+def _cost_of_stopping_at(k: int, step_cost: float, val_cost: float, val_every: int) -> float:
+    """k steps, the validations due before step k, and one at k."""
+    return k * step_cost + ((k - 1) // val_every + 1) * val_cost
+
+
+@pytest.mark.parametrize("step_cost, val_cost, val_every",
+                         [(1.0, 2.0, 2), (1.0, 0.0, 5), (0.25, 4.0, 7), (2.5, 0.5, 1)])
+def test_the_run_stops_at_the_last_step_whose_final_validation_ends_within_the_budget(step_cost, val_cost, val_every):
+    budget = 50.0
+    stopped, spent = _simulate(budget, step_cost, val_cost, val_every)
+    best = max(k for k in range(1, 1000) if _cost_of_stopping_at(k, step_cost, val_cost, val_every) <= budget)
+    assert stopped == best and spent == pytest.approx(_cost_of_stopping_at(best, step_cost, val_cost, val_every))
+    assert spent <= budget
+
+
+def test_a_budget_larger_than_the_run_changes_nothing():
+    stopped, spent = _simulate(1e9, 1.0, 2.0, 5, max_steps=40)
+    assert stopped == 40 and spent == 40 * 1.0 + 8 * 2.0
+
+
+def test_every_rank_stops_when_one_rank_is_over_budget():
+    # Under DDP each rank has its own clock: any rank over its budget stops them all.
+    decisions = []
+    strategy = SimpleNamespace(reduce_boolean_decision=lambda d, all: decisions.append((d, all)) or True)
+    clock = _Clock()
+    cb = CPUBudget(100.0, clock, announce=False)
+    trainer = SimpleNamespace(global_step=1, max_steps=10, val_check_batch=5, should_stop=False,
+                              is_global_zero=True, strategy=strategy)
+    cb.on_train_batch_start(trainer)
+    clock.t = 1.0
+    cb.on_train_batch_end(trainer)
+    assert decisions == [(False, False)] and trainer.should_stop
+
+
+def test_a_cpu_budget_stops_a_real_run_with_a_checkpoint_and_its_rows_say_how_many_steps(tmp_path, capsys):
+    from leads.jobs import run_experiment
+
+    budget = 3.0
+    cfg = tiny_config("lotka_volterra", tmp_path, "train.max_steps=100000", "train.val_every=50",
+                      f"train.max_cpu_seconds={budget}")
+    out = run_experiment(cfg, progress=True)
+    run = out["run"]
+    state = json.loads((run.run_dir / "state.json").read_text())
+    assert 0 < state["global_step"] < 100000 and state["global_step"] == run.train_steps
+    assert "train.max_cpu_seconds: stopping at step" in capsys.readouterr().out
+    # The first steps (warm-up of the autograd graph, the first validation) cost more than the
+    # last ones: a generous margin over the budget, not a timing target.
+    assert state["train_cpu_seconds"] < budget + 1.0
+    assert run.best_ckpt.exists() and (run.run_dir / "checkpoints" / "last.ckpt").exists()
+    assert {r["train_steps"] for r in out["rows"]} == {state["global_step"]}
+    assert {r["train_cpu_seconds"] for r in out["rows"]} == {state["train_cpu_seconds"]}

@@ -40,7 +40,6 @@ class CPUBudget(Callback):
         self.val_cost = 0.0
         self._step_start = 0.0
         self._val_start = 0.0
-        self.stopped_at: int | None = None
 
     def on_train_batch_start(self, trainer: Any, *args: Any) -> None:
         self._step_start = self.clock.cpu_seconds()
@@ -57,7 +56,6 @@ class CPUBudget(Callback):
         # budget stops all of them, as early stopping does.
         if trainer.strategy.reduce_boolean_decision(over, all=False) and not trainer.should_stop:
             trainer.should_stop = True  # Lightning validates (and checkpoints) at a requested stop
-            self.stopped_at = int(trainer.global_step)
             if self.announce and trainer.is_global_zero:
                 print(f"train.max_cpu_seconds: stopping at step {trainer.global_step} of {trainer.max_steps}, "
                       f"{now:.0f} of {self.budget:.0f} CPU s spent", flush=True)

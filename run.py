@@ -1,8 +1,15 @@
 """Entry point: ``python run.py --env gray_scott`` (see ``python run.py --help``)."""
 
 import sys
+from pathlib import Path
 
-from leads.cli import main
+# `python run.py` puts this folder first on the path, where the folders envs/ and datasets/ would
+# shadow installed packages of those names (Hugging Face's datasets): leads is imported from its
+# installation (setup.sh: editable), as with `python -P`.
+if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
+    del sys.path[0]
+
+from leads.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,6 +9,8 @@ whole dataset on CPU or GPU.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
 import operator
 from abc import ABC, abstractmethod
@@ -33,6 +35,13 @@ def _per_sample(value: torch.Tensor | float, u: torch.Tensor) -> torch.Tensor | 
 def env_label(env: Env) -> str:
     """An environment as text, e.g. ``"F=0.03,k=0.058"`` (the names of rows and figures)."""
     return ",".join(f"{k}={v:g}" for k, v in env.items())
+
+
+def envs_key(system: System, envs: Sequence[Env]) -> str:
+    """Order-independent identity of a set of environments of ``system`` (omitted parameters filled
+    in): names cached files of custom held-out sets and matches result rows to their environments."""
+    rows = sorted(tuple(float(f"{float(v):.12g}") for v in row) for row in system.env_tensor(envs).tolist())
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:10]
 
 
 def check_seed(seed: Any) -> int:

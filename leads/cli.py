@@ -212,7 +212,7 @@ def _protocol_config(args: argparse.Namespace) -> Any:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from leads.evaluation.external import export_inputs
+    from leads.external import export_inputs
 
     print(f"written: {export_inputs(_protocol_config(args), args.out)}")
     return 0
@@ -220,7 +220,7 @@ def _export(args: argparse.Namespace) -> int:
 
 def _score(args: argparse.Namespace) -> int:
     from leads.config.paths import check_output_dir
-    from leads.evaluation.external import score_predictions_file
+    from leads.external import score_predictions_file
 
     cfg = _protocol_config(args)
     check_output_dir(cfg.results_dir, "results_dir")

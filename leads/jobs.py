@@ -21,7 +21,7 @@ from leads.datasets.atomic import atomic_write_text
 from leads.datasets.cache import ensure_split
 from leads.datasets.h5 import Trajectories, load_split
 from leads.datasets.progress import announce
-from leads.envs.base import env_label
+from leads.envs.base import env_label, envs_key
 from leads.envs.errors import UserError
 from leads.evaluation.adaptation import Adapted
 from leads.evaluation.fewshot import few_shot_curve, few_shot_figure
@@ -36,7 +36,6 @@ from leads.reporting import leaderboard, plots
 from leads.reporting.results import (
     ALL,
     append_rows,
-    envs_key,
     git_commit,
     now,
     read_rows,

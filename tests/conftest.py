@@ -1,11 +1,12 @@
-"""Make the repository's packages and tests/fakes.py importable without installing anything."""
+"""Test helpers (tests/fakes.py, tests/tiny.py, ...) importable by name; leads itself is imported
+from its installation (setup.sh installs it editable)."""
 
 import sys
 from pathlib import Path
 
-for _p in (Path(__file__).resolve().parent, Path(__file__).resolve().parents[1]):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
+_TESTS = str(Path(__file__).resolve().parent)
+if _TESTS not in sys.path:
+    sys.path.insert(0, _TESTS)
 
 import os  # noqa: E402
 

@@ -12,7 +12,7 @@ from leads.cli import main
 from leads.config.loading import system_of
 from leads.config.schema import RunConfig
 from leads.envs.errors import UserError
-from leads.evaluation.external import export_inputs, score_predictions_file
+from leads.external import export_inputs, score_predictions_file
 from leads.reporting import leaderboard
 from leads.reporting.results import read_rows, results_path
 

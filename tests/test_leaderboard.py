@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from leads.cli import main
+from leads.envs.base import envs_key
 from leads.envs.registry import get_system
 from leads.evaluation.scoring import METRICS, Scores
 from leads.reporting import leaderboard
 from leads.reporting.published import PUBLISHED, published_for
-from leads.reporting.results import ALL, append_rows, envs_key, read_rows, score_rows
+from leads.reporting.results import ALL, append_rows, read_rows, score_rows
 
 GS = get_system("gray_scott")
 GEPS = next(p for p in PUBLISHED if p.system == "gray_scott" and p.protocol == "GEPS")
@@ -187,8 +188,8 @@ def test_each_published_protocol_has_a_profile_that_reproduces_it():
     # The profile named by an entry must generate exactly its environments, step and horizon,
     # or its numbers would never be shown (or, worse, shown beside another protocol).
     from leads.config.loading import load_config
+    from leads.envs.base import envs_key
     from leads.envs.registry import get_system
-    from leads.reporting.results import envs_key
 
     for entry in (e for e in PUBLISHED if e.profile is not None):
         cfg = load_config(entry.system, entry.profile)

@@ -7,8 +7,10 @@ import dataclasses
 import importlib.metadata
 import os
 import re
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -66,12 +68,14 @@ def _fake_hugging_face(tmp_path: Path) -> Path:
     return site
 
 
-@pytest.mark.parametrize("where", ["repo", "datasets_folder", "elsewhere"])
+@pytest.mark.parametrize("where", ["datasets_folder", "elsewhere"])
 def test_hugging_face_datasets_and_leads_work_side_by_side(tmp_path, where):
-    """A regular ``datasets`` package anywhere on the path wins over this repository's folders
-    (they have no ``__init__.py``), and leads still finds its own as ``leads.datasets``."""
+    """Only ``leads`` is installed at the top level: a ``datasets`` package on the path is
+    Hugging Face's, and leads finds its own as ``leads.datasets``. (From the repository root,
+    where Python looks first in the working directory, the folder ``datasets/`` is found instead;
+    ``python run.py`` takes care not to look there.)"""
     site = _fake_hugging_face(tmp_path)
-    cwd = {"repo": ROOT, "datasets_folder": ROOT / "datasets", "elsewhere": tmp_path}[where]
+    cwd = {"datasets_folder": ROOT / "datasets", "elsewhere": tmp_path}[where]
     code = ("import datasets; "
             "from leads.datasets.h5 import load_split; from leads.envs.registry import get_system; "
             "import leads; assert leads.get_system('lotka_volterra').name == 'lotka_volterra'; "
@@ -83,10 +87,12 @@ def test_hugging_face_datasets_and_leads_work_side_by_side(tmp_path, where):
 
 
 def test_run_py_sees_hugging_face_datasets(tmp_path):
-    """``python run.py`` puts the repository first on the path: ``datasets`` is still theirs."""
+    """``python run.py`` leaves the repository root off the path: ``datasets`` is still theirs."""
     site = _fake_hugging_face(tmp_path)
     probe = ROOT / f".probe_{os.getpid()}.py"  # a script in the repository root, like run.py
-    probe.write_text("import datasets\nimport leads.cli\nprint(datasets.SOURCE)\n")
+    run_py = (ROOT / "run.py").read_text()
+    probe.write_text(run_py.split("from leads.cli import main")[0] + "import datasets\nimport leads.cli\n"
+                     "print(datasets.SOURCE)\n")
     try:
         out = subprocess.run([sys.executable, str(probe)], cwd=tmp_path, capture_output=True, text=True,
                              env={**os.environ, "PYTHONPATH": str(site)})
@@ -96,16 +102,42 @@ def test_run_py_sees_hugging_face_datasets(tmp_path):
     assert out.stdout.strip() == "huggingface"
 
 
-def test_only_leads_is_installed_at_the_top_level():
-    assert not (ROOT / "datasets" / "__init__.py").exists() and not (ROOT / "envs" / "__init__.py").exists()
-    assert (ROOT / "leads" / "datasets").resolve() == (ROOT / "datasets").resolve()
-    assert (ROOT / "leads" / "envs").resolve() == (ROOT / "envs").resolve()
+def test_envs_and_datasets_are_installed_as_leads_subpackages_without_links():
+    """The top-level folders are mapped to ``leads.envs`` / ``leads.datasets`` by the build
+    (pyproject's package-dir), not linked: no symlink anywhere in the repository."""
+    import leads.datasets
+    import leads.envs
+
+    tracked = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-s"], capture_output=True, text=True)
+    if tracked.returncode == 0:
+        assert not [line for line in tracked.stdout.splitlines() if line.startswith("120000")]
+    assert not (ROOT / "leads" / "envs").exists() and not (ROOT / "leads" / "datasets").exists()
+    assert Path(leads.envs.__file__).resolve() == ROOT / "envs" / "__init__.py"
+    assert Path(leads.datasets.__file__).resolve() == ROOT / "datasets" / "__init__.py"
     packages = yaml.safe_load(re.search(r"packages = (\[.*?\])", (ROOT / "pyproject.toml").read_text(), re.S)
                               .group(1).replace("\n", " "))
     assert all(p == "leads" or p.startswith("leads.") for p in packages)
     dist = importlib.metadata.distribution("leads")
     top = (dist.read_text("top_level.txt") or "leads").split()
     assert top == ["leads"]
+
+
+@pytest.mark.slow
+def test_the_wheel_holds_envs_and_datasets_inside_leads_only(tmp_path):
+    """What ``pip install .`` installs: leads/envs/* and leads/datasets/*, no top-level envs or datasets."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    for name in ("leads", "envs", "datasets"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "wheel"),
+                          str(src)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (wheel,) = (tmp_path / "wheel").glob("leads-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "leads/envs/registry.py" in names and "leads/datasets/h5.py" in names
+    assert {n.split("/")[0] for n in names} == {"leads", wheel.name.split("-py")[0] + ".dist-info"}
 
 
 # ----------------------------------------------------------------- typed configuration

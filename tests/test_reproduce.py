@@ -6,9 +6,10 @@ import pytest
 from faults import run_dirs, run_py, state, tiny_sets
 
 from leads.config.loading import load_config
+from leads.envs.base import envs_key
 from leads.envs.registry import get_system
 from leads.reporting.published import PUBLISHED
-from leads.reporting.results import envs_key, read_rows
+from leads.reporting.results import read_rows
 from leads.reproduce import load_protocols, plan
 
 SYSTEM = "lotka_volterra"

@@ -31,12 +31,11 @@ from leads.config.loading import system_of
 from leads.datasets.cache import ensure_split
 from leads.datasets.h5 import Trajectories, load_split
 from leads.datasets.splits import check_set_name
-from leads.envs.base import Env, System, env_label
+from leads.envs.base import Env, System, env_label, envs_key
 from leads.envs.errors import UserError
 from leads.evaluation.adaptation import Adapted, adapt_to_new_environments, split_environments, stacked_by_environment
 from leads.evaluation.scoring import Scores, score
 from leads.models.forecaster import Forecaster
-from leads.reporting.results import envs_key
 
 
 def _number(text: str, where: str) -> float:

@@ -91,7 +91,7 @@ def score_predictions(pred: torch.Tensor, states: torch.Tensor, t: np.ndarray | 
                       train_horizon: float) -> Scores:
     """Score predicted trajectories ``pred`` against ``states``, both ``(n_env, n_traj, n_t, *state)``
     with entry 0 the given initial state (``score`` for a model's rollouts; also for predictions
-    made elsewhere, ``leads.evaluation.external``)."""
+    made elsewhere, ``leads.external``)."""
     t = np.asarray(t)
     flat, env = flatten_trajectories(states)
     pred = pred.reshape(flat.shape).to(flat.dtype)

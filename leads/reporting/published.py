@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from leads.envs.base import Env
+from leads.envs.base import Env, envs_key
 from leads.envs.registry import get_system
-from leads.reporting.results import envs_key
 
 Number = tuple[float, float | None]  # mean, std (None where not published)
 

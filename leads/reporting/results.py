@@ -15,7 +15,6 @@ skip with a warning.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import math
 import os
@@ -30,7 +29,6 @@ import numpy as np
 
 from leads.config.loading import config_hash
 from leads.datasets.cache import file_lock
-from leads.envs.base import Env, System
 
 if TYPE_CHECKING:  # scoring pulls in Lightning; writing and reading rows should not
     from leads.evaluation.scoring import Scores
@@ -65,12 +63,6 @@ def git_commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return head + ("+dirty" if dirty else "")
-
-
-def envs_key(system: System, envs: list[Env]) -> str:
-    """Order-independent identity of a set of environments (omitted parameters filled in)."""
-    rows = sorted(tuple(float(f"{float(v):.12g}") for v in row) for row in system.env_tensor(envs).tolist())
-    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:10]
 
 
 def now() -> str:

@@ -35,11 +35,11 @@ from leads.config.schema import RunConfig
 from leads.datasets.atomic import atomic_write
 from leads.datasets.cache import ensure_split
 from leads.datasets.h5 import Trajectories, load_split
-from leads.envs.base import Env, System, env_label
+from leads.envs.base import Env, System, env_label, envs_key
 from leads.envs.errors import UserError
 from leads.evaluation.heldout import heldout_sets
 from leads.evaluation.scoring import Scores, score_predictions
-from leads.reporting.results import append_rows, envs_key, git_commit, now, results_path, score_rows, study_hash
+from leads.reporting.results import append_rows, git_commit, now, results_path, score_rows, study_hash
 
 FORMAT = "leads-external-1"
 

@@ -1,0 +1,1 @@
+"""Storage: generating, caching and reading trajectories (HDF5); installed as ``leads.datasets``."""

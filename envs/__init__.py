@@ -1,0 +1,1 @@
+"""Physics: the systems, their equations and solvers; installed as ``leads.envs``."""

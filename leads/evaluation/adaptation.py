@@ -13,12 +13,9 @@ errors has not fallen by ``adapt.min_rel_improvement`` (relative) for ``adapt.pa
 The same independence lets several held-out sets be adapted in one optimisation
 (:func:`split_environments` then gives each set its own module; ``leads.evaluation.heldout``).
 
-The optimizer (``adapt.optimizer``, default ``auto``): full-batch L-BFGS with a strong-Wolfe line
-search, one iteration per step, for the few numbers of a context (it reaches in a handful of
-iterations what Adam needs tens of steps for); Adam, as in training, for weight tensors.
-``gauss_newton`` (Levenberg-Marquardt, ``leads.evaluation.gauss_newton``) for contexts and
-physical parameters: each step costs about one L-BFGS step and, near the optimum, goes much
-further; adaptation stops when it finds no step that lowers the objective.
+The optimizer (``adapt.optimizer``, default ``auto``: L-BFGS for contexts, Adam for weight
+tensors; Levenberg-Marquardt on request) is one of ``leads.evaluation.optimizers.OPTIMIZERS``;
+this module drives it: validation checks, the rows kept, patience and backtracking.
 
 A step that makes the rollout loss non-finite (a whole network moved too far for a long
 rollout) is undone: the last finite parameters are restored and the learning rate is divided by
@@ -31,7 +28,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,16 +37,14 @@ import torch
 from leads.config.schema import AdaptConfig
 from leads.datasets.progress import Progress
 from leads.envs.errors import UserError
-from leads.evaluation.gauss_newton import LevenbergMarquardt
 from leads.evaluation.metrics import relative_l2
+from leads.evaluation.optimizers import AdaptOptimizer, Problem, optimizer_for
+from leads.evaluation.optimizers import torch_optimizer as _make_optimizer  # noqa: F401 (tests build one)
 from leads.evaluation.scoring import flatten_trajectories
 from leads.models.forecaster import Forecaster
 
-LINE_SEARCH_EVALS = 20
 BACKTRACK_FACTOR = 10.0
 MAX_BACKTRACKS = 6
-# A non-finite L-BFGS trial point is scored as this many times the step's starting loss (+ 1).
-WALL_FACTOR = 1.0e3
 
 
 @dataclass
@@ -113,20 +108,12 @@ def adapt_to_new_environments(
     cfg = AdaptConfig.of(module.cfg.adapt if cfg is None else cfg)
     shots = cfg.shots if shots is None else shots
     _check(adapt_states, val_states, env_names, shots)
-    device = module.u_mean.device
-    new = copy.deepcopy(module)
-    if reset:
-        new.env_names = list(env_names)
-        new.reset_environments(list(envs) if envs is not None else len(env_names), init=cfg.init)
-    elif list(env_names) != list(module.env_names):
-        raise ValueError(f"refitting {module.env_names} needs their own names, got {env_names}")
-    new.to(device)
-    for p in new.parameters():
-        p.requires_grad_(False)
+    new = _copy_for(module, env_names, envs, cfg.init, reset)
     params = new.env_parameters()
-    n_per_env = sum(p.numel() for p in params) // len(env_names)
-    xv, envv = (a.to(device) for a in flatten_trajectories(val_states))
     n_env = len(env_names)
+    n_per_env = sum(p.numel() for p in params) // n_env
+    device = new.u_mean.device
+    xv, envv = (a.to(device) for a in flatten_trajectories(val_states))
     if not params:  # zero-shot method: nothing to fit, its validation error is still reported
         by_env = _val_errors_by_env(new, xv, t.to(device, xv.dtype), envv, n_env)
         return Adapted(new.eval(), 0, 0, time.perf_counter() - start, float(by_env.mean()), 0, shots,
@@ -141,72 +128,82 @@ def adapt_to_new_environments(
     pc = new.cfg.physics
     if reset:  # a refit starts from trained values: nothing to search
         new.search_physics(adapt_states[:, :shots], t, int(pc.starts), int(pc.start_steps), int(new.cfg.seed))
-    optimizer = _optimizer_name(cfg, new.adapts_weights)
+    kind = optimizer_for(cfg, new.adapts_weights)
+    problem = Problem(new, params, x, t, env, n_env, lambda: _loss(new, x, t, env),
+                      stacked_by_environment(params, n_env), {id(p) for p in new.physics_parameters()})
+    kind.check(problem)
+    validation = _Validation(new, xv, t, envv, n_env, on_check)
     n_steps = _for_weights(cfg, "steps", new.adapts_weights)
-    patience = _for_weights(cfg, "patience", new.adapts_weights)
-    # L-BFGS finds its step by line search: its lr is the first trial step, 1 unless backtracked.
-    lr = 1.0 if optimizer in ("lbfgs", "gauss_newton") else float(cfg.weights_lr if new.adapts_weights else cfg.lr)
-    # Physical parameters (scaled to ~1) take the step of a context even when weights are adapted.
-    physical = {id(p) for p in new.physics_parameters()}
-    ratio = 1.0 if optimizer in ("lbfgs", "gauss_newton") else float(cfg.lr) / lr
+    bar = Progress(f"adapting {label} ({n_env} environments, {n_per_env} parameters each)", n_steps, "steps",
+                   enabled=progress)
+    step, best_step, best, lr = _descend(problem, kind, cfg, validation, n_steps,
+                                         _for_weights(cfg, "patience", new.adapts_weights), bar)
+    for p in params:
+        p.requires_grad_(False)
+    seconds = time.perf_counter() - start - validation.excluded
+    kept = float(best.mean())
+    bar.close(f"{step} steps in {seconds:.0f} s, validation relative L2 {kept:.3g} (kept rows up to step {best_step})")
+    return Adapted(new.eval(), step, best_step, seconds, kept, n_per_env, shots, lr, kind.name,
+                   [float(e) for e in best])
 
-    if optimizer == "gauss_newton" and (new.adapts_weights or not stacked_by_environment(params, n_env)):
-        what = "weight tensors" if new.adapts_weights else "parameters without one row per environment"
-        raise UserError(f"adapt.optimizer=gauss_newton fits a few parameters per environment; method "
-                        f"'{new.cfg.method}' adapts {what}: use adapt.optimizer=auto or lbfgs")
 
-    def make(lr: float) -> torch.optim.Optimizer | LevenbergMarquardt:
-        if optimizer == "gauss_newton":
-            return LevenbergMarquardt(new, params, x, t, env, n_env)
-        return _make_optimizer(optimizer, params, lr, physical, ratio)
+def _copy_for(module: Forecaster, env_names: list[str], envs: list[dict[str, float]] | None, init: str,
+              reset: bool) -> Forecaster:
+    """A copy of ``module`` for ``env_names``, every parameter held: with fresh environment
+    parameters (``reset``) or its own (which must be for ``env_names``)."""
+    new = copy.deepcopy(module)
+    if reset:
+        new.env_names = list(env_names)
+        new.reset_environments(list(envs) if envs is not None else len(env_names), init=init)
+    elif list(env_names) != list(module.env_names):
+        raise ValueError(f"refitting {module.env_names} needs their own names, got {env_names}")
+    new.to(module.u_mean.device)
+    for p in new.parameters():
+        p.requires_grad_(False)
+    return new
 
-    opt = make(lr)
 
-    evaluations: list[float] = []  # losses met in the current step (the first is its start)
+class _Validation:
+    """Each environment's mean validation error at the current parameters, ``on_check`` called
+    beside it (its seconds, ``excluded``, are not counted as adaptation's)."""
 
-    def closure() -> torch.Tensor:
-        opt.zero_grad(set_to_none=True)
-        loss = _loss(new, x, t, env)
-        if torch.isfinite(loss):
-            loss.backward()
-        elif optimizer == "lbfgs" and evaluations:
-            # A line-search trial point whose rollout blew up. Its zero gradient would make torch's
-            # strong-Wolfe search take it for a minimum and fail (an empty bracket); a high finite
-            # loss makes the search step back inside the region where the loss is finite.
-            loss = torch.tensor(WALL_FACTOR * evaluations[0] + 1.0)
-        evaluations.append(float(loss.detach()))
-        return loss
+    def __init__(self, module: Forecaster, xv: torch.Tensor, t: torch.Tensor, envv: torch.Tensor, n_env: int,
+                 on_check: Callable[[int, Forecaster], None] | None) -> None:
+        self.module, self.xv, self.t, self.envv, self.n_env, self.on_check = module, xv, t, envv, n_env, on_check
+        self.excluded = 0.0
 
-    excluded = 0.0
-    per_env = stacked_by_environment(params, n_env)
-
-    def val_errors(step: int) -> torch.Tensor:
+    def __call__(self, step: int) -> torch.Tensor:
         """``(n_env,)`` mean validation relative L2 per environment (inf where not finite)."""
-        nonlocal excluded
-        by_env = _val_errors_by_env(new, xv, t, envv, n_env)
-        if on_check is not None:
+        by_env = _val_errors_by_env(self.module, self.xv, self.t, self.envv, self.n_env)
+        if self.on_check is not None:
             paused = time.perf_counter()
-            on_check(step, new)
-            excluded += time.perf_counter() - paused
+            self.on_check(step, self.module)
+            self.excluded += time.perf_counter() - paused
         return by_env
 
-    best = val_errors(0)  # per environment: the error of the row kept so far
+
+def _descend(problem: Problem, kind: type[AdaptOptimizer], cfg: AdaptConfig, validation: _Validation,
+             n_steps: int, patience: int, bar: Progress) -> tuple[int, int, torch.Tensor, float]:
+    """Up to ``n_steps`` steps of ``kind``, validation checked every ``cfg.val_every`` steps and
+    when the optimizer stalls; the kept parameters (each environment's best row when
+    ``problem.stacked``, else the best check's) are left in ``problem.params``.
+
+    Returns:
+        The steps taken, the last step whose parameters were kept, the kept validation error
+        per environment and the learning rate in use at the end.
+    """
+    params = problem.params
+    lr = kind.start_lr(cfg, problem.module.adapts_weights)
+    opt = kind(problem, lr, cfg)
+    best = validation(0)  # per environment: the error of the row kept so far
     best_state, best_step, step = _snapshot(params), 0, 0
     reference, since = float(best.mean()), 0  # the kept mean at the last significant improvement
     last_finite, backtracks = best_state, 0
-    bar = Progress(f"adapting {label} ({n_env} environments, {n_per_env} parameters each)", n_steps, "steps",
-                   enabled=progress)
     bar.update(0, val_rel_l2=float(best.mean()))
     for step in range(1, n_steps + 1):
-        new.train()
+        problem.module.train()
         before = _snapshot(params)
-        if optimizer == "adam":
-            loss = closure()
-            if torch.isfinite(loss):
-                opt.step()
-        else:
-            evaluations.clear()
-            loss = opt.step(closure)  # the loss before the step; the line search may leave a bad point
+        loss = opt.step()
         if torch.isfinite(loss):
             last_finite = before
         if not torch.isfinite(loss) or not all(bool(torch.isfinite(p).all()) for p in params):
@@ -215,13 +212,11 @@ def adapt_to_new_environments(
             backtracks += 1
             _restore(params, last_finite)
             lr /= BACKTRACK_FACTOR
-            opt = make(lr)  # fresh state: the old one led here
+            opt = kind(problem, lr, cfg)  # fresh state: the old one led here
             continue
-        # Levenberg-Marquardt found no step that lowers the objective: it is at its minimum.
-        stalled = isinstance(opt, LevenbergMarquardt) and opt.stalled
-        if step % cfg.val_every == 0 or stalled:
-            err = val_errors(step)
-            if per_env:
+        if step % cfg.val_every == 0 or opt.stalled:
+            err = validation(step)
+            if problem.stacked:
                 better = err < best
                 if bool(better.any()):
                     _keep_rows(best_state, params, better)
@@ -234,18 +229,12 @@ def adapt_to_new_environments(
             else:
                 since += 1
             bar.set(step, val_rel_l2=kept)
-            if since >= patience or stalled:
+            if since >= patience or opt.stalled:
                 break
         else:
             bar.set(step)
     _restore(params, best_state)
-    for p in params:
-        p.requires_grad_(False)
-    seconds = time.perf_counter() - start - excluded
-    kept = float(best.mean())
-    bar.close(f"{step} steps in {seconds:.0f} s, validation relative L2 {kept:.3g} (kept rows up to step {best_step})")
-    return Adapted(new.eval(), step, best_step, seconds, kept, n_per_env, shots, lr, optimizer,
-                   [float(e) for e in best])
+    return step, best_step, best, lr
 
 
 def stacked_by_environment(params: list[torch.nn.Parameter], n_env: int) -> bool:
@@ -317,32 +306,6 @@ def _for_weights(cfg: AdaptConfig, name: str, adapts_weights: bool) -> int:
     set: Adam on a network takes more, and noisier, steps than L-BFGS on a context."""
     own = getattr(cfg, f"weights_{name}") if adapts_weights else None
     return int(own if own is not None else getattr(cfg, name))
-
-
-def _optimizer_name(cfg: AdaptConfig, adapts_weights: bool) -> str:
-    name = cfg.optimizer  # auto | adam | lbfgs, checked by AdaptConfig
-    if name == "auto":
-        # A handful of context numbers: full-batch quasi-Newton converges in a few iterations;
-        # whole networks: Adam, as in training.
-        return "adam" if adapts_weights else "lbfgs"
-    return name
-
-
-def _make_optimizer(name: str, params: list[torch.nn.Parameter], lr: float, physical: Collection[int] = (),
-                    physical_ratio: float = 1.0) -> torch.optim.Optimizer:
-    if name == "adam":
-        groups = [{"params": [p for p in params if id(p) not in physical], "lr": lr},
-                  {"params": [p for p in params if id(p) in physical], "lr": lr * physical_ratio}]
-        return torch.optim.Adam([g for g in groups if g["params"]], lr=lr)
-    # One iteration per step, but room for the line search: max_eval defaults to 1.25 * max_iter,
-    # which at max_iter=1 leaves the line search no evaluation and the step at zero.
-    # No absolute tolerances: L-BFGS's defaults skip the step once the largest gradient entry is
-    # below 1e-7 (or the directional derivative above -1e-9), and the joint loss (a mean over
-    # every environment, in normalised units) is that small while one environment is still far
-    # from its optimum: Lotka-Volterra's (beta, delta) = (1.25, 1.25) stalled with alpha 24% off.
-    # Validation decides when to stop.
-    return torch.optim.LBFGS(params, lr=lr, max_iter=1, max_eval=LINE_SEARCH_EVALS + 1, history_size=10,
-                             tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe")
 
 
 def _snapshot(params: list[torch.nn.Parameter]) -> list[torch.Tensor]:

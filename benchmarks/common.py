@@ -68,7 +68,7 @@ def write_json(name: str, data: Any) -> Path:
 
 
 def table(headers: list[str], rows: list[list[Any]]) -> str:
-    """A Markdown table, as pasted into BENCHMARKS.md."""
+    """A Markdown table, as pasted into docs/benchmarks.md."""
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)

@@ -1,7 +1,7 @@
 """Accuracy-versus-compute figures of a protocol's runs, with the published numbers.
 
     python benchmarks/curves.py --protocol geps_gray_scott_cpu [--runs-dir runs]
-        [--out benchmarks/figures/curves_<protocol>.png]
+        [--out docs/figures/curves_<protocol>.png]
 
 Reads ``curve.jsonl`` of every run of the protocol's system and profile under ``--runs-dir``
 (one line per validation: step, training seconds, validation error, and the test split's scores
@@ -48,7 +48,7 @@ def main() -> None:
     published = {f"{m} ({e.protocol})": ind[0] * e.scale for e in entries for m, (ind, _) in e.numbers.items()
                  if ind is not None}
     title = f"{protocol.name}: {protocol.system}, profile {protocol.profile}; test {metric} in-domain"
-    out = args.out or ROOT / "benchmarks" / "figures" / f"curves_{protocol.name}.png"
+    out = args.out or ROOT / "docs" / "figures" / f"curves_{protocol.name}.png"
     out.parent.mkdir(parents=True, exist_ok=True)
     plots.save(plots.compute_curve_figure(curves, metric, published, title), out)
     print(f"{sum(len(v) for v in curves.values())} runs of {', '.join(sorted(curves)) or 'no method'}: {out}")

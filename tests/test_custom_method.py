@@ -12,18 +12,18 @@ from tiny import tiny_config
 from leads.envs.errors import UserError
 from leads.models.methods import resolve_method
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+EXTENDING = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
 
 
-def _readme_example() -> str:
-    text = README.read_text()
-    section = text[text.index("### Your own method"):]
+def _docs_example() -> str:
+    text = EXTENDING.read_text()
+    section = text[text.index("### Without touching the repository"):]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
 @pytest.fixture
 def my_methods(tmp_path, monkeypatch):
-    (tmp_path / "my_methods.py").write_text(_readme_example())
+    (tmp_path / "my_methods.py").write_text(_docs_example())
     (tmp_path / "not_a_method.py").write_text("class Plain:\n    pass\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     yield "my_methods:EnvShift"
@@ -31,7 +31,7 @@ def my_methods(tmp_path, monkeypatch):
     sys.modules.pop("not_a_method", None)
 
 
-def test_readme_method_trains_adapts_evaluates_and_ranks(my_methods, tmp_path):
+def test_documented_method_trains_adapts_evaluates_and_ranks(my_methods, tmp_path):
     from leads.jobs import run_experiment
     from leads.reporting import leaderboard
     from leads.reporting.results import read_rows, results_path

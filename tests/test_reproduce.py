@@ -147,7 +147,7 @@ def test_geps_burgers_and_kolmogorov_profiles_follow_the_code():
 
 
 HYBRID_RECIPES = {
-    # profile: (the profile it was measured as, the --set overrides of the measured commands; BENCHMARKS.md)
+    # profile: (the profile it was measured as, the --set overrides of the measured commands; docs/benchmarks.md)
     ("gray_scott", "paper_code_cpu_hybrid"): ("paper_code_cpu", [
         "physics.terms=[diffusion,reaction]", "physics.params=constants_known", "physics.integrator=etdrk4",
         "physics.substeps=4", "model.kernel_size=1", "model.depth=1", "train.lr=5e-3", "train.max_steps=4000",

@@ -8,7 +8,7 @@ differentiation of the rollout, one direction per parameter of an environment, b
 since an environment's trajectories depend only on its own parameters, each environment reads
 its own column from its own trajectories. On the Gray-Scott hybrid (8 numbers per environment)
 the whole Jacobian cost about 2.4 forward-and-backward passes, the price of one L-BFGS step with
-its line search (BENCHMARKS.md), while a Gauss-Newton step goes much further near the optimum.
+its line search (docs/benchmarks.md), while a Gauss-Newton step goes much further near the optimum.
 
 Each step solves ``(H_e + mu diag(H_e)) delta_e = -g_e`` for every environment ``e`` (``H_e`` the
 Gauss-Newton matrix of its trajectory term, ``g_e`` the gradient of the whole objective, the

@@ -4,7 +4,7 @@ Training moves the shared weights and every environment's parameters together wi
 the end the training environments' contexts can be less accurate than what adaptation's
 full-batch L-BFGS finds for a new environment with the same shared weights: the Gray-Scott
 hybrid with a linear residual scored 2.75e-3 in-domain against 1.39e-3 on new environments
-(BENCHMARKS.md). A refit gives the training environments the same treatment as new ones: the
+(docs/benchmarks.md). A refit gives the training environments the same treatment as new ones: the
 shared weights are held, each training environment's parameters are fitted from their trained
 values on its first ``adapt.refit_train`` training trajectories, and each keeps the value of the
 check where its own error on the in-domain validation split was lowest (the trained value when

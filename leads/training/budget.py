@@ -1,7 +1,7 @@
 """A training budget in CPU seconds: stop before the run's clock passes ``train.max_cpu_seconds``.
 
 A budget in steps is a budget in CPU time only on the machine it was sized on: the same
-Gray-Scott step cost 0.118 CPU s on one 2-core machine and 0.071 on another (BENCHMARKS.md).
+Gray-Scott step cost 0.118 CPU s on one 2-core machine and 0.071 on another (docs/benchmarks.md).
 ``train.max_cpu_seconds`` states the budget itself. ``max_steps`` still ends training and sets
 the learning-rate schedule, so on a slower machine the budget stops a run earlier in its
 schedule, at a higher learning rate: the steps a run trained are in its ``state.json`` and its

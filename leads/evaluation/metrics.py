@@ -24,7 +24,8 @@ def relative_l2(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     """``||ŷ - y|| / ||y||`` over each whole trajectory, t = 0 excluded.
 
     Args:
-        pred, true: ``(N, n_t, *state)``; entry 0 of the time axis is the given initial state.
+        pred: forecasts ``(N, n_t, *state)``; entry 0 of the time axis is the given initial state.
+        true: the true trajectories, of the same shape.
 
     Returns:
         ``(N,)``, one error per trajectory.

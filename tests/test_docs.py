@@ -41,7 +41,7 @@ def _commands(prefix: str) -> list[tuple[str, str]]:
         for line in _code_lines(page.read_text()):
             for part in re.split(r"\s*(?:&&|;\s)\s*", line):
                 part = part.strip()
-                if part.startswith(prefix):
+                if part.startswith(prefix) and part != prefix:  # a bare "python run.py" names the script
                     out.append((page.relative_to(ROOT).as_posix(), part))
     return sorted(set(out))
 

@@ -12,6 +12,7 @@ from leads.envs.base import envs_key
 from leads.envs.registry import get_system
 from leads.evaluation.scoring import METRICS, Scores
 from leads.reporting import leaderboard
+from leads.reporting.keys import profile_protocol_key
 from leads.reporting.published import PUBLISHED, published_for
 from leads.reporting.results import ALL, append_rows, read_rows, score_rows
 
@@ -77,7 +78,7 @@ def test_leaderboard_is_mean_and_std_over_seeds_of_per_seed_means_ranked_on_held
     assert good.seeds == [0, 1, 2] and good.adapted_params == 8 and good.adapt_seconds == 2.0
     assert good.train_seconds == pytest.approx(11.0)
     md = leaderboard.to_markdown(lb)
-    assert "| 1 | good | 3 |" in md and "| 2 | bad | 3 |" in md
+    assert "| 1 | good | quick | 1500 steps | 3 |" in md and "| 2 | bad | quick | 1500 steps | 3 |" in md
 
 
 def test_rebuilt_identically_from_the_same_rows_in_any_order(tmp_path):
@@ -90,10 +91,12 @@ def test_rebuilt_identically_from_the_same_rows_in_any_order(tmp_path):
     second = leaderboard.write(leaderboard.build(shuffled, "gray_scott", "quick"), tmp_path / "b")
     for a, b in zip(first, second):
         assert a.read_bytes() == b.read_bytes() and a.stat().st_size > 100
-    assert first[1].read_text().splitlines()[0].startswith("rank,method,seeds,in_domain_mean")
+    head = first[1].read_text().splitlines()[0].split(",")
+    assert head[:5] == ["rank", "method", "profile", "config_key", "external"] and "in_domain_mean" in head
 
 
-def test_latest_evaluation_of_a_seed_counts():
+def test_latest_evaluation_of_a_run_counts_and_the_replaced_rows_are_counted():
+    # rows written before evaluations replaced their rows: a file may hold two of one run's split
     rows = _all_rows() + _rows("good", 0, {"interp": [5.0, 5.0]}, time="t1")
     lb = leaderboard.build(rows, "gray_scott", "quick")
     per_seed = [5.0] + [np.mean(PER_SEED["good"][s]["interp"]) for s in (1, 2)]
@@ -101,15 +104,24 @@ def test_latest_evaluation_of_a_seed_counts():
     assert good.cells["interp"][0] == pytest.approx(np.mean(per_seed))
     # splits not re-evaluated keep their latest evaluation
     assert good.cells["extrap"][0] == pytest.approx(0.4)
+    n = len(score_rows({}, "interp", _scores([1.0, 1.0]), ["e0", "e1"]))
+    assert lb.left_out == {"replaced by a later evaluation of the same run (written before evaluations replaced "
+                           "theirs)": n}
+    assert f"Rows left out: {n} replaced by a later evaluation" in leaderboard.to_markdown(lb)
 
 
-def test_profile_and_shots_select_rows():
+def test_protocol_and_shots_select_rows_and_what_is_left_out_is_said():
     rows = _all_rows() + _rows("other", 0, {"in_domain": [1.0, 1.0], "interp": [1.0, 1.0]}, profile="paper")
     rows += _rows("good", 0, {"interp": [0.01, 0.01]}, time="t9", shots=4)
-    assert [ln.method for ln in leaderboard.build(rows, "gray_scott", "paper").lines] == ["other"]
+    paper = leaderboard.build(rows, "gray_scott", "paper")
+    assert [ln.method for ln in paper.lines] == ["other"]
+    assert any(reason.startswith("of protocol quick") for reason in paper.left_out)
+    assert "`run.py leaderboard --profile quick`" in leaderboard.to_markdown(paper)
     lb = leaderboard.build(rows, "gray_scott", "quick", shots=4)
     assert lb.sets == ["interp"] and lb.lines[0].method == "good"  # the others have no 4-shot rows
     assert lb.lines[0].cells["interp"][0] == pytest.approx(0.01) and np.isnan(lb.lines[1].heldout)
+    quick = leaderboard.build(rows, "gray_scott", "quick")
+    assert any("adapted with 4 trajectories per environment (`--shots 4`)" in r for r in quick.left_out)
     assert leaderboard.build(rows, "lotka_volterra", "quick").lines == []
 
 
@@ -135,8 +147,8 @@ def test_published_numbers_only_beside_rows_of_the_same_protocol():
     assert "Published results: GEPS" in md and "| GEPS | 2.220e-02 ± 1.8e-03 | 1.860e-02 ± 2.1e-02 | published |" in md
     # ours in the same metric (relative L2 over the whole trajectory: 1.5x rel_l2 in these fake scores)
     # with its training budget and cost, so a reduced budget cannot pass for the published one
-    assert ("| lowrank | 3.000e-02 ± 0.0e+00 | 6.000e-02 ± 0.0e+00 | ours, 1 seed(s), 1500 training steps, "
-            "10 s training + 2 s adaptation per run |") in md
+    assert ("| lowrank | 3.000e-02 ± 0.0e+00 | 6.000e-02 ± 0.0e+00 | ours, profile paper, 1 seed(s), 1500 training "
+            "steps, 10 s training + 2 s adaptation per run |") in md
     for other in (dict(profile="quick"), dict(heldout_key="elsewhere"), dict(train_key="other"), dict(dt=20.0),
                   dict(shots=2)):
         rows = _geps_rows(**other)
@@ -152,14 +164,16 @@ def test_without_heldout_sets_methods_rank_in_domain():
     assert "Ranked by in-domain relative L2 (no held-out sets)" in leaderboard.to_markdown(lb)
 
 
-def test_published_block_shows_a_second_metric_and_mixed_budgets():
+def test_published_block_shows_a_second_metric_and_the_steps_each_run_trained():
     # LEADS' LV number includes t=0; ours is shown with (mse_t0) and without (mse) it.
     lv = next(p for p in PUBLISHED if p.system == "lotka_volterra" and p.protocol == "LEADS")
     system = get_system("lotka_volterra")
     keys = dict(profile="paper_leads", system="lotka_volterra", dt=0.5, horizon=9.5,
                 train_key=envs_key(system, list(lv.train_envs)))
-    rows = _rows("lowrank", 0, {"in_domain": [0.1, 0.1]}, **keys)
-    rows += _rows("lowrank", 1, {"in_domain": [0.3, 0.3]}, train_steps=120000, **keys)
+    # One configuration whose runs stopped at different steps (a CPU budget does that).
+    same = {"protocol_key": profile_protocol_key("lotka_volterra", "paper_leads"), "config_key": "budgeted"}
+    rows = [{**r, **same} for r in _rows("lowrank", 0, {"in_domain": [0.1, 0.1]}, **keys)]
+    rows += [{**r, **same} for r in _rows("lowrank", 1, {"in_domain": [0.3, 0.3]}, train_steps=120000, **keys)]
     lb = leaderboard.build(rows, "lotka_volterra", "paper_leads")
     (block,) = lb.published
     (ours,) = block.ours
@@ -173,6 +187,12 @@ def test_published_block_shows_a_second_metric_and_mixed_budgets():
         r["train_cpu_seconds"] = 3000.0 if r["seed"] == 0 else 3600.0
     assert "10 s training (3300 CPU s)" in leaderboard.to_markdown(leaderboard.build(rows, "lotka_volterra",
                                                                                      "paper_leads"))
+    # Rows of old files, without configuration keys: grouped by profile and training steps, and said so.
+    old = _rows("lowrank", 0, {"in_domain": [0.1, 0.1]}, **keys)
+    old += _rows("lowrank", 1, {"in_domain": [0.3, 0.3]}, train_steps=120000, **keys)
+    lb = leaderboard.build(old, "lotka_volterra", "paper_leads")
+    assert [ln.train_steps for ln in lb.lines] == [[1500], [120000]] and all(ln.keys_derived for ln in lb.lines)
+    assert "rows were written before rows recorded their configuration" in leaderboard.to_markdown(lb)
 
 
 def test_published_entries_are_well_formed():
@@ -227,3 +247,102 @@ def test_published_block_names_the_setting_its_numbers_are_matched_against():
         rows = _geps_rows(profile=profile)
         md = leaderboard.to_markdown(leaderboard.build(rows, "gray_scott", profile))
         assert f"Same protocol as these rows (profile {profile}," in md and f"Matched against {setting}" in md, profile
+
+
+def _keyed(rows: list[dict], config: str, **extra) -> list[dict]:
+    """``rows`` as this code writes them: with their protocol key (their profile's) and a configuration."""
+    return [{**r, "protocol_key": profile_protocol_key(r["system"], r["profile"]), "config_key": config, **extra}
+            for r in rows]
+
+
+def test_one_line_per_configuration_never_mixed():
+    # lowrank trained for 100 steps (with in-domain, interp and extrap rows), for 20 steps with a
+    # user held-out set, and for 1000 steps: three configurations, three lines, nothing dropped.
+    rows = _keyed(_rows("lowrank", 0, {"in_domain": [0.1, 0.1], "interp": [0.2, 0.2], "extrap": [0.3, 0.3]},
+                        time="t1", train_steps=100), "c100")
+    rows += _keyed(_rows("lowrank", 0, {"in_domain": [0.9, 0.9], "hot": [0.8, 0.8]}, time="t2", train_steps=20),
+                   "c20", run_id="lowrank-0-b")
+    rows += _keyed(_rows("lowrank", 0, {"in_domain": [0.05, 0.05], "interp": [0.1, 0.1], "extrap": [0.1, 0.1]},
+                         time="t0", train_steps=1000), "c1000", run_id="lowrank-0-c")
+    lb = leaderboard.build(rows, "gray_scott", "quick")
+    by_steps = {ln.train_steps[0]: ln for ln in lb.lines}
+    assert sorted(by_steps) == [20, 100, 1000] and lb.left_out == {}
+    assert by_steps[100].cells["in_domain"][0] == pytest.approx(0.1)
+    assert by_steps[100].cells["interp"][0] == pytest.approx(0.2) and np.isnan(by_steps[100].cells["hot"][0])
+    assert by_steps[20].cells["hot"][0] == pytest.approx(0.8)
+    assert by_steps[20].cells["in_domain"][0] == pytest.approx(0.9)
+    assert by_steps[1000].cells["in_domain"][0] == pytest.approx(0.05)
+    md = leaderboard.to_markdown(lb)
+    labels = {ln.label for ln in lb.lines}
+    assert len(labels) == 3 and all(label.startswith("lowrank [quick] [config ") for label in labels)
+    for steps in (20, 100, 1000):
+        assert f"| {steps} steps |" in md
+
+
+def test_one_table_across_the_profiles_of_a_protocol():
+    """GEPS' code setting and our CPU recipes of it share their data: one table, each line with its
+    profile and budget; an external model scored under any of them ranks in it; the paper's text
+    setting (1 training trajectory) is another protocol."""
+    geps = dict(train_key=envs_key(GS, list(GEPS.train_envs)), heldout_key=envs_key(GS, list(GEPS.heldout_envs)))
+    splits = {"in_domain": [0.02, 0.02], "extrap": [0.04, 0.04]}
+    rows = _keyed(_rows("lowrank", 0, splits, profile="paper_code", train_steps=120000, **geps), "code")
+    rows += _keyed(_rows("lowrank", 0, {"in_domain": [0.03, 0.03], "extrap": [0.05, 0.05]}, profile="paper_code_cpu",
+                         train_steps=12000, **geps), "cpu", run_id="lowrank-0-cpu", train_cpu_seconds=3590.0,
+                   train_max_cpu_seconds=3600.0)
+    rows += _keyed(_rows("geps_code", 0, {"in_domain": [0.06, 0.06], "extrap": [0.07, 0.07]}, profile="paper_code",
+                         **geps), "ext", run_id="external-geps_code-s0", external=True, train_steps=None,
+                   train_seconds=None, declared_train_steps=30000, declared_train_seconds=600.0)
+    rows += _keyed(_rows("lowrank", 0, splits, profile="paper", **geps), "text", run_id="lowrank-0-text")
+    boards = [leaderboard.build(rows, "gray_scott", p) for p in ("paper_code", "paper_code_cpu", "paper_code_cpu_hour")]
+    assert len({leaderboard.to_markdown(lb) for lb in boards}) == 1  # the same table from any of its profiles
+    lb = boards[0]
+    assert lb.profile == "paper_code" and leaderboard.file_stem(lb) == "leaderboard_paper_code"
+    assert [(ln.label, ln.profiles) for ln in lb.lines] == [
+        ("lowrank [paper_code]", ["paper_code"]), ("lowrank [paper_code_cpu]", ["paper_code_cpu"]),
+        ("geps_code (external)", ["paper_code"])]
+    assert lb.lines[1].budget() == "12000 steps, 3590 CPU s (budget 3600)"
+    assert lb.lines[2].budget() == "declared: 30000 steps, 600 s"
+    assert any(reason.startswith("of protocol paper ") for reason in lb.left_out)
+    (block,) = lb.published
+    assert [o.method for o in block.ours] == [ln.label for ln in lb.lines]
+    md = leaderboard.to_markdown(lb)
+    assert "| geps_code (external) | 9.000e-02 ± 0.0e+00 | 1.050e-01 ± 0.0e+00 | external, 1 seed(s), training " \
+           "budget declared: 30000 steps, 600 s |" in md
+    assert "Matched against paper_code: the setting of GEPS' public code" in md
+    assert "paper_code_cpu: the setting of GEPS' public code (256 training trajectories per environment), trained " \
+           "with our CPU recipe" in md
+    for wrong in ("? training steps", "nan s", "ours, profile paper_code, 1 seed(s), 0 training"):
+        assert wrong not in md
+    # without a declared budget it says so
+    undeclared = [{**r, "declared_train_steps": None, "declared_train_seconds": None} for r in rows]
+    assert "training budget not declared" in leaderboard.to_markdown(leaderboard.build(undeclared, "gray_scott",
+                                                                                       "paper_code"))
+
+
+def _diverged(rows: list[dict], at: float, n: int) -> list[dict]:
+    return [{**r, "n_diverged": n, "diverged_at": at} if r["metric"] == "rel_l2_full" else r for r in rows]
+
+
+def test_a_diverged_line_ranks_below_every_finite_one_and_every_table_shows_it(tmp_path):
+    finite = _rows("slow", 0, {"in_domain": [0.5, 0.5], "interp": [0.9, 0.9], "extrap": [0.9, 0.9]})
+    # better numbers, but some forecasts diverged (scored up to divergence)
+    blown = _diverged(_rows("blows_up", 0, {"in_domain": [0.1, 0.1], "interp": [0.1, 0.1], "extrap": [0.1, 0.1]}),
+                      140.0, 1)
+    lb = leaderboard.build(finite + blown, "gray_scott", "quick")
+    assert [ln.method for ln in lb.lines] == ["slow", "blows_up"]
+    assert str(lb.lines[1].diverged["interp"]) == "1/2 from t=140"
+    md = leaderboard.to_markdown(lb)
+    assert "| 2 | blows_up | quick | 1500 steps | 1 | 1.000e-01 ± 0.0e+00 † |" in md
+    assert "† Forecasts that diverged" in md and "blows_up: in-domain 1/2 from t=140" in md
+    head, data = leaderboard.table(lb)
+    row = dict(zip(head, data[1]))
+    assert row["interp_diverged_fraction"] == 0.5 and row["diverged_first_at"] == 140.0
+    assert dict(zip(head, data[0]))["interp_diverged_fraction"] == 0.0
+
+
+def test_a_held_out_set_name_with_other_environments_is_left_out_not_mixed():
+    rows = _all_rows() + _rows("new", 0, {"in_domain": [0.1, 0.1], "interp": [0.01, 0.01]}, heldout_key="other")
+    lb = leaderboard.build(rows, "gray_scott", "quick")
+    new = next(ln for ln in lb.lines if ln.method == "new")
+    assert np.isnan(new.cells["interp"][0])
+    assert any("named 'interp' with other environments" in reason for reason in lb.left_out)

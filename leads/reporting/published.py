@@ -11,7 +11,9 @@ that computes the same quantity, so the comparison is like for like.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from leads.envs.base import Env, envs_key
 from leads.envs.registry import get_system
@@ -158,3 +160,26 @@ PUBLISHED: list[Published] = [
 
 def published_for(system: str) -> list[Published]:
     return [p for p in PUBLISHED if p.system == system]
+
+
+def published_protocol_of(cfg: Mapping[str, Any]) -> Published | None:
+    """The published entry whose protocol ``cfg`` follows (its data and environments: a profile
+    of the entry's settings, ``--set`` overrides included), if any."""
+    from leads.reporting.keys import profile_protocol_key, protocol_key
+
+    system, key = str(cfg["system_name"]), protocol_key(cfg)
+    for entry in published_for(system):
+        if any(profile_protocol_key(system, p) == key for p in entry.settings):
+            return entry
+    return None
+
+
+def headline_metric(cfg: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The metric of the published protocol ``cfg`` follows, as its published block shows it:
+    ``(metric key, "GEPS metric: relative L2 over (0, 2T], ...")``; None without one."""
+    from leads.evaluation.scoring import METRICS
+
+    entry = published_protocol_of(cfg)
+    if entry is None:
+        return None
+    return entry.metric, f"{entry.protocol} metric: {METRICS[entry.metric]}"

@@ -37,15 +37,24 @@ from typing import Any
 
 from leads.envs.errors import UserError
 from leads.envs.registry import SYSTEMS
-from leads.training.interrupted import Interrupted
+from leads.training.interrupted import AfterTraining, Interrupted
 
 TEST_CURVE_HELP = "also score the test split at every validation, for learning-curve figures only"
+
+
+def _profiles_help() -> str:
+    """The profiles of every system (read from configs/ when the parser is built, not at import)."""
+    from leads.reporting.keys import system_profiles
+
+    listed = "; ".join(f"{name}: {', '.join(system_profiles(name))}" for name in sorted(SYSTEMS)
+                       if system_profiles(name))
+    return f"config profile (default quick). Profiles by system: {listed}"
 
 
 def _common(p: argparse.ArgumentParser, profile: bool = True) -> None:
     p.add_argument("--env", required=True, help="system name, e.g. gray_scott")
     if profile:
-        p.add_argument("--profile", default=None, help="config profile: quick (default) or paper")
+        p.add_argument("--profile", default=None, help=_profiles_help())
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.lr=3e-4 (repeatable)")
 
@@ -106,6 +115,8 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     _common(p)
     _heldout(p)
     p.add_argument("--out", required=True, help="the HDF5 file to write (never overwritten)")
+    p.add_argument("--training-data", action="store_true",
+                   help="also write the protocol's training and validation trajectories (/train, /val)")
 
 
 def _score_args(p: argparse.ArgumentParser) -> None:
@@ -114,6 +125,10 @@ def _score_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--predictions", required=True, help="HDF5 predictions for the exported inputs")
     p.add_argument("--name", required=True, help="the model's name on the leaderboard")
     p.add_argument("--seed", type=int, default=0, help="the model's seed (several give mean ± std)")
+    p.add_argument("--train-steps", type=int, default=None,
+                   help="the training steps the model took, shown beside its numbers (declared, not measured)")
+    p.add_argument("--train-seconds", type=float, default=None,
+                   help="its training time in seconds, shown beside its numbers (declared, not measured)")
     p.add_argument("--logger", default=None, help="wandb (default, offline): also log the leaderboard | none")
 
 
@@ -140,11 +155,11 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 # ------------------------------------------------------------------------------ commands
 def _train(args: argparse.Namespace) -> int:
+    from leads.batch import jobs_for, prepare, run_batch
     from leads.config.loading import load_config
     from leads.config.paths import check_output_dirs
     from leads.evaluation.heldout import heldout_sets
     from leads.jobs import run_experiment
-    from leads.models.forecaster import TrainingDiverged
     from leads.models.methods import resolve_method
 
     if args.seeds < 1:
@@ -161,19 +176,23 @@ def _train(args: argparse.Namespace) -> int:
             resolve_method(cfg.method)
             check_output_dirs(cfg)
             cfgs.append(cfg)
-    if len(cfgs) == 1:
-        run_experiment(cfgs[0], resume=args.resume, progress=not args.no_progress, few_shot=args.few_shot,
-                           test_curve=args.test_curve)
+    args.batch = len(cfgs) > 1  # the command that continues it is then the batch command itself
+    args.configs = cfgs
+    progress = not args.no_progress
+    if not args.batch:
+        run_experiment(cfgs[0], resume=args.resume, progress=progress, few_shot=args.few_shot,
+                       test_curve=args.test_curve)
         return 0
-    failed = []
-    for cfg in cfgs:
-        try:
-            run_experiment(cfg, resume=args.resume, progress=not args.no_progress, few_shot=args.few_shot,
-                           test_curve=args.test_curve)
-        except TrainingDiverged as e:  # one diverging method should not cost the others
-            failed.append(f"{cfg['method']} seed {cfg['seed']}")
-            print(f"error: {cfg['method']} seed {cfg['seed']}: {e}", file=sys.stderr)
-    print(_write_leaderboard(base, base["adapt"]["shots"]))
+    jobs = jobs_for(cfgs)
+    prepare(jobs, progress)
+
+    def run(job: Any, resume: bool) -> Any:
+        return run_experiment(job.cfg, resume=resume, progress=progress, few_shot=args.few_shot,
+                              test_curve=args.test_curve)["run"].run_dir
+
+    done = run_batch(jobs, run, base["system_name"])
+    failed = [d.job.label for d in done if d.error]
+    print(_write_leaderboard(base, base["adapt"]["shots"]), end="")
     if failed:
         print(f"error: {len(failed)} run(s) diverged: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
@@ -212,22 +231,31 @@ def _protocol_config(args: argparse.Namespace) -> Any:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from leads.external import export_inputs
+    from leads.external import export_inputs, training_files
 
-    print(f"written: {export_inputs(_protocol_config(args), args.out)}")
+    cfg = _protocol_config(args)
+    print(f"written: {export_inputs(cfg, args.out, training_data=args.training_data)}"
+          + (" (with the training and validation data: /train, /val)" if args.training_data else ""))
+    for split, path in training_files(cfg).items():
+        print(f"{split} data of this protocol: {path} (format: docs/data_format.md)")
     return 0
 
 
 def _score(args: argparse.Namespace) -> int:
     from leads.config.paths import check_output_dir
     from leads.external import score_predictions_file
+    from leads.jobs import format_scores
+    from leads.reporting.published import headline_metric
 
     cfg = _protocol_config(args)
     check_output_dir(cfg.results_dir, "results_dir")
-    scores = score_predictions_file(cfg, args.predictions, args.name, args.seed)
-    for group, s in scores.items():
-        mean, std = s.summary("rel_l2")
-        print(f"{args.name} · {group}: relative L2 (0, T] {mean:.3e} ± {std:.1e} over {len(s.env)} trajectories")
+    scored = score_predictions_file(cfg, args.predictions, args.name, args.seed, args.train_steps,
+                                    args.train_seconds)
+    headline = headline_metric(cfg)
+    for group, s in scored.scores.items():
+        print(f"{args.name} · {group}: {format_scores(s, headline)}")
+    if scored.replaced:
+        print(f"replaced {scored.replaced} rows of an earlier scoring of {args.name} seed {args.seed}")
     print(_write_leaderboard(cfg, cfg.adapt.shots), end="")
     return 0
 
@@ -241,31 +269,33 @@ def _leaderboard(args: argparse.Namespace) -> int:
 
 
 def _write_leaderboard(cfg: Mapping[str, Any], shots: int) -> str:
-    """Rebuild ``leaderboard_<profile>.md``/``.csv`` of ``cfg``'s system; log it to W&B if active."""
+    """The leaderboard of the protocol ``cfg`` follows, written to ``leaderboard_<protocol>.md``/
+    ``.csv`` beside its results and logged to W&B if active. It is returned (to print) even where
+    its files cannot be written, with a line that says so."""
     import uuid
 
-    from leads.config.paths import check_output_dir
     from leads.reporting import leaderboard
     from leads.reporting.results import read_rows, results_path
     from leads.training.loggers import make_logger, wandb_mode
 
-    check_output_dir(cfg["results_dir"], "results_dir")
     path = results_path(cfg)
     rows = read_rows(path)
     if not rows:
         raise UserError(f"no results in {path}; run `python run.py --env {cfg['system_name']}` or "
                         "`python run.py evaluate` first")
-    lb = leaderboard.build(rows, cfg["system_name"], cfg["profile"], shots)
+    lb = leaderboard.for_config(rows, cfg, shots)
     if not lb.lines:
-        raise UserError(f"{path} has no rows of profile '{cfg['profile']}' with {shots} adaptation trajectories; "
-                        "choose another --profile or --shots")
-    md, csv = leaderboard.write(lb, path.parent)
-    if cfg["logger"] == "wandb" and wandb_mode(cfg) != "disabled":
-        name = f"leaderboard-{cfg['system_name']}-{cfg['profile']}-{uuid.uuid4().hex[:8]}"
+        others = sorted({str(r.get("profile")) for r in rows if r.get("system") == cfg["system_name"]})
+        raise UserError(f"{path} has no rows of protocol {lb.profile} (profile '{cfg['profile']}') with {shots} "
+                        f"adaptation trajectories; it has rows of profiles {', '.join(others) or 'none'}: choose "
+                        "one with --profile (and the same --set data settings), or another --shots")
+    written = leaderboard.write_or_say(lb, path.parent)
+    if written.startswith("written") and cfg["logger"] == "wandb" and wandb_mode(cfg) != "disabled":
+        name = f"leaderboard-{cfg['system_name']}-{lb.profile}-{uuid.uuid4().hex[:8]}"
         run = make_logger(cfg, path.parent, name, job_type="leaderboard").experiment
         run.log({"leaderboard": leaderboard.wandb_table(lb)})
         run.finish()
-    return leaderboard.to_markdown(lb) + f"\nwritten: {md}, {csv}\n"
+    return leaderboard.to_markdown(lb) + f"\n{written}\n"
 
 
 def _reproduce(args: argparse.Namespace) -> int:
@@ -275,7 +305,9 @@ def _reproduce(args: argparse.Namespace) -> int:
     out = reproduce(args.protocol, args.seeds, args.max_steps, methods, args.set, progress=not args.no_progress,
                     test_curve=args.test_curve)
     print(out["leaderboard"], end="")
-    return 0
+    if out["failed"]:
+        print(f"error: {len(out['failed'])} run(s) diverged: {', '.join(out['failed'])}", file=sys.stderr)
+    return 1 if out["failed"] else 0
 
 
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
@@ -335,13 +367,16 @@ def _handle(handler: Callable[[argparse.Namespace], int], args: argparse.Namespa
     try:
         return handler(args)
     except Interrupted as e:
-        print(f"\n{e.describe(_continue_command(command, argv, e))}", file=sys.stderr)
+        print(f"\n{e.describe(_continue_command(command, argv, args, e.resumable or e.phase == 'evaluation'))}",
+              file=sys.stderr)
         return 130
     except KeyboardInterrupt:  # outside a training run: generating, evaluating, writing a leaderboard
-        rerun = shlex.join(["python", "run.py", *([] if command == "train" else [command]), *argv])
         print(f"\ninterrupted; every file finished before is kept whole (partial ones are discarded): "
-              f"rerun with: {rerun}", file=sys.stderr)
+              f"rerun with: {_continue_command(command, argv, args, False)}", file=sys.stderr)
         return 130
+    except AfterTraining as e:
+        print(f"error: {e.describe(_continue_command(command, argv, args, True))}", file=sys.stderr)
+        return 2
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -350,35 +385,49 @@ def _handle(handler: Callable[[argparse.Namespace], int], args: argparse.Namespa
             raise
         # Files are written atomically (data, checkpoints) or appended whole (results): what was
         # finished before is intact.
-        where = f" writing {e.filename}" if e.filename else ""
-        print(f"error: {e.strerror or e}{where}; free space (or choose another data.dir / runs_dir / results_dir) "
-              "and rerun, with --resume to continue training from the last checkpoint", file=sys.stderr)
+        print(f"error: {_one_line(e)}; {_DISK_FIX.get(command, 'free space')} and rerun: "
+              f"{_continue_command(command, argv, args, _has_checkpoint(args))}", file=sys.stderr)
         return 2
+
+
+_DISK_FIX = {"train": "free space (or choose another --set data.dir / runs_dir / results_dir)",
+             "reproduce": "free space (or choose another --set data.dir / runs_dir / results_dir)",
+             "evaluate": "free space (or choose another --set results_dir / data.dir)",
+             "score": "free space (or choose another --set results_dir / data.dir)",
+             "generate": "free space (or choose another --set data.dir)",
+             "export": "free space (or choose another --out)",
+             "leaderboard": "free space"}
+
+
+def _one_line(e: OSError) -> str:
+    """An OS error on one line, naming its file: HDF5's own messages span several lines."""
+    reason = " ".join(str(e.strerror or e).split())
+    reason = reason if len(reason) <= 200 else reason[:200] + "..."
+    return f"{reason} writing {e.filename}" if e.filename else reason
+
+
+def _has_checkpoint(args: argparse.Namespace) -> bool:
+    """Whether the single run of a ``train`` command has a checkpoint to resume from."""
+    from leads.batch import NEW, job_state
+
+    configs = getattr(args, "configs", None)
+    return bool(configs) and len(configs) == 1 and job_state(configs[0])[0] != NEW
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _continue_command(command: str, argv: list[str], e: Interrupted) -> str:
-    """The command line that continues the run ``e`` interrupted: ``reproduce`` as it was; else this
-    one for its own method and seed (one run of a ``--method all`` / ``--seeds N`` batch continues
-    alone), with ``--resume`` when a checkpoint was saved; or ``evaluate`` of its checkpoint once
-    training had finished."""
-    if command == "reproduce":  # it skips finished runs and resumes interrupted ones itself
-        return shlex.join(["python", "run.py", command, *argv])
-    if e.phase == "evaluation":
-        return shlex.join(["python", "run.py", "evaluate", "--env", e.system, "--ckpt", str(e.ckpt)])
-    kept, skip = [], False
-    for a in argv:
-        name = a.split("=", 1)[0]
-        if skip or name in ("--method", "--seed", "--seeds", "--resume"):
-            skip = not skip and name in ("--method", "--seed", "--seeds") and "=" not in a
-            continue
-        kept.append(a)
-    prefix = [] if command == "train" else [command]
-    return shlex.join(["python", "run.py", *prefix, *kept, "--method", e.method, "--seed", str(e.seed),
-                       *(["--resume"] if e.resumable else [])])
+def _continue_command(command: str, argv: list[str], args: argparse.Namespace, resumable: bool) -> str:
+    """The command line that goes on from where this one stopped: a batch (``reproduce``,
+    ``--seeds N``, ``--method all``) is its own command, which skips finished runs and resumes
+    interrupted ones; a single run is this command with ``--resume`` when it has a checkpoint to
+    continue from (``resumable``); other commands are run again as they were."""
+    prefix = ["python", "run.py", *([] if command == "train" else [command])]
+    kept = [a for a in argv if a != "--resume"]
+    if command != "train" or getattr(args, "batch", False):
+        return shlex.join([*prefix, *(argv if command != "train" else kept)])
+    return shlex.join([*prefix, *kept, *(["--resume"] if resumable else [])])
 
 
 _DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)

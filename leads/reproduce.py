@@ -1,10 +1,10 @@
 """Re-running a published table end to end: ``python run.py reproduce --protocol NAME``.
 
 A protocol (``configs/protocols.yaml``) names a system, the profile that reproduces the published
-setting, and the methods of the table. Every method x seed is run in turn; a run that finished
-(its ``summary.json`` is written after its result rows) is skipped, one that was interrupted
-after a checkpoint resumes from ``last.ckpt``, and the rest start. The leaderboard of the profile,
-with the published numbers beside ours, ends the job. ``--max-steps`` gives every run a smaller
+setting, and the methods of the table. Every method x seed is one job of a batch
+(:mod:`leads.batch`): a run that finished is skipped, one that was interrupted after a checkpoint
+resumes from ``last.ckpt``, and the rest start. The leaderboard of the protocol, with the
+published numbers beside ours, ends the job. ``--max-steps`` gives every run a smaller
 training budget: a different configuration, so its runs never mix with full-budget ones, and the
 leaderboard states the budget beside every number.
 """
@@ -45,18 +45,6 @@ def load_protocols(path: Path = CONFIG_DIR / "protocols.yaml") -> dict[str, Prot
     return out
 
 
-def run_state(cfg: RunConfig) -> tuple[str, Path | None]:
-    """``finished``, ``interrupted`` (a checkpoint to resume from) or ``new``, with its directory."""
-    from leads.training.train import runs_of
-
-    runs = runs_of(cfg)
-    done = [r for r in runs if (r / "summary.json").is_file()]
-    if done:
-        return "finished", done[-1]
-    resumable = [r for r in runs if (r / "checkpoints" / "last.ckpt").is_file()]
-    return ("interrupted", resumable[-1]) if resumable else ("new", None)
-
-
 def plan(protocol: Protocol, seeds: int, max_steps: int | None = None, methods: Sequence[str] = (),
          overrides: Sequence[str] = ()) -> list[RunConfig]:
     """The run configurations of ``protocol``: each method x seed ``0 .. seeds-1``."""
@@ -84,6 +72,7 @@ def reproduce(name: str, seeds: int = 3, max_steps: int | None = None, methods: 
     Returns:
         ``{"runs": [(method, seed, state before, run directory)], "leaderboard": markdown}``.
     """
+    from leads.batch import jobs_for, prepare, run_batch
     from leads.jobs import run_experiment
     from leads.reporting import leaderboard
     from leads.reporting.results import read_rows, results_path
@@ -95,17 +84,16 @@ def reproduce(name: str, seeds: int = 3, max_steps: int | None = None, methods: 
     cfgs = plan(protocol, seeds, max_steps, methods, overrides)
     for cfg in cfgs:
         check_output_dirs(cfg)
-    done = []
-    for i, cfg in enumerate(cfgs, 1):
-        state, run_dir = run_state(cfg)
-        print(f"[{i}/{len(cfgs)}] {protocol.name}: {cfg.method} seed {cfg.seed}: "
-              + {"finished": f"finished in {run_dir}, skipped", "interrupted": f"resuming {run_dir}",
-                 "new": "starting"}[state], flush=True)
-        if state != "finished":
-            out = run_experiment(cfg, resume=state == "interrupted", progress=progress, test_curve=test_curve)
-            run_dir = out["run"].run_dir
-        done.append((cfg.method, cfg.seed, state, run_dir))
-    lb = leaderboard.build(read_rows(results_path(cfgs[0])), protocol.system, protocol.profile,
-                           cfgs[0].adapt.shots)
-    leaderboard.write(lb, results_path(cfgs[0]).parent)
-    return {"runs": done, "leaderboard": leaderboard.to_markdown(lb)}
+    jobs = jobs_for(cfgs)
+    prepare(jobs, progress)
+
+    def run(job: Any, resume: bool) -> Path:
+        out = run_experiment(job.cfg, resume=resume, progress=progress, test_curve=test_curve)
+        return out["run"].run_dir
+
+    done = run_batch(jobs, run, protocol.name)
+    lb = leaderboard.for_config(read_rows(results_path(cfgs[0])), cfgs[0])
+    written = leaderboard.write_or_say(lb, results_path(cfgs[0]).parent)
+    return {"runs": [(d.job.cfg.method, d.job.cfg.seed, d.state, d.run_dir) for d in done],
+            "leaderboard": leaderboard.to_markdown(lb) + f"\n{written}\n",
+            "failed": [d.job.label for d in done if d.error]}

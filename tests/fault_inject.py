@@ -11,10 +11,15 @@ parsing, ``sys.exit`` code, stderr) is exactly the one a user gets:
   (1-based): its bytes are written, the rename that puts the file in place has not happened.
 - ``LEADS_FAULT_DISK_FULL_AT_SAVE=N``: the ``N``-th checkpoint save fails with ENOSPC
   ("No space left on device") while writing, as on a full disk.
-- ``LEADS_FAULT_SIGNAL=SIG:PHASE:N``: send this process ``SIGINT`` or ``SIGTERM`` (``SIG`` is
+- ``LEADS_FAULT_SIGNAL=SIG:PHASE:N[:K]``: send this process ``SIGINT`` or ``SIGTERM`` (``SIG`` is
   ``INT`` or ``TERM``), as Ctrl-C or a scheduler would, when ``PHASE`` reaches ``N``: ``train``
-  at training step ``N``, ``generate`` at the ``N``-th split generated, ``adapt`` at the
-  ``N``-th adaptation to a held-out set.
+  at training step ``N`` (of the ``K``-th run of a batch to reach it, default the first),
+  ``generate`` at the ``N``-th split generated, ``adapt`` at the ``N``-th adaptation to a
+  held-out set.
+- ``LEADS_FAULT_KILL_AFTER_APPEND=N``: SIGKILL this process just after the ``N``-th write of
+  result rows, before anything else of that run is written (its summary, say).
+- ``LEADS_FAULT_DISK_FULL_AT_APPEND=N``: the ``N``-th write of result rows fails with ENOSPC, as on
+  a full results disk.
 - ``LEADS_FAULT_POISON=STEP:ENV:VALUE``: from training step ``STEP`` on, multiply the learned
   vector field of training environment ``ENV`` by ``VALUE`` (``nan`` or e.g. ``1e6``), so the
   loss becomes non-finite or explodes there.
@@ -40,15 +45,19 @@ def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _at_training_step(step: int, action) -> None:
-    """Call ``action()`` when training step ``step`` begins (``global_step == step``)."""
+def _at_training_step(step: int, action, occurrence: int = 1) -> None:
+    """Call ``action()`` when training step ``step`` begins (``global_step == step``) for the
+    ``occurrence``-th time in this process (the ``occurrence``-th run of a batch to reach it)."""
     from leads.models.forecaster import Forecaster
 
     original = Forecaster.training_step
+    seen = [0]
 
     def training_step(self, batch, batch_idx):
         if self.global_step == step:
-            action()
+            seen[0] += 1
+            if seen[0] == occurrence:
+                action()
         return original(self, batch, batch_idx)
 
     Forecaster.training_step = training_step
@@ -98,14 +107,14 @@ def _disk_full_at_save(n: int) -> None:
 
 
 def _signal_at(spec: str) -> None:
-    name, phase, n = spec.split(":")
+    name, phase, n, *occurrence = spec.split(":")
     sig, n = getattr(signal, f"SIG{name}"), int(n)
 
     def send() -> None:
         os.kill(os.getpid(), sig)
 
     if phase == "train":
-        _at_training_step(n, send)
+        _at_training_step(n, send, int(occurrence[0]) if occurrence else 1)
         return
     import leads.datasets.cache as cache
     import leads.evaluation.heldout as heldout
@@ -120,6 +129,34 @@ def _signal_at(spec: str) -> None:
         return original(*args, **kwargs)
 
     setattr(module, attr, counted)
+
+
+def _at_append(n: int, before, after) -> None:
+    """Wrap the writer of result rows: ``before(path)`` ahead of its ``n``-th call, ``after()`` once
+    that call returned."""
+    import leads.reporting.results as results
+
+    original, calls = results.append_rows, [0]
+
+    def append_rows(path, rows):
+        calls[0] += 1
+        if calls[0] == n:
+            before(path)
+        out = original(path, rows)
+        if calls[0] == n:
+            after()
+        return out
+
+    results.append_rows = append_rows
+    for module in ("leads.jobs", "leads.external"):  # they import it by name
+        __import__(module)
+        sys.modules[module].append_rows = append_rows
+
+
+def _disk_full(path) -> None:
+    import errno
+
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
 
 def _poison(spec: str) -> None:
@@ -153,6 +190,10 @@ def main() -> None:
         _disk_full_at_save(int(os.environ["LEADS_FAULT_DISK_FULL_AT_SAVE"]))
     if os.environ.get("LEADS_FAULT_SIGNAL"):
         _signal_at(os.environ["LEADS_FAULT_SIGNAL"])
+    if os.environ.get("LEADS_FAULT_KILL_AFTER_APPEND"):
+        _at_append(int(os.environ["LEADS_FAULT_KILL_AFTER_APPEND"]), lambda path: None, _die)
+    if os.environ.get("LEADS_FAULT_DISK_FULL_AT_APPEND"):
+        _at_append(int(os.environ["LEADS_FAULT_DISK_FULL_AT_APPEND"]), _disk_full, lambda: None)
     if os.environ.get("LEADS_FAULT_POISON"):
         _poison(os.environ["LEADS_FAULT_POISON"])
     script = sys.argv[1]

@@ -186,13 +186,16 @@ def test_interrupted_while_generating_data_or_adapting(reference, tmp_path):
     assert "while generating data" in stopped.stderr and not run_dirs(tmp_path, SYSTEM)
     assert len(list((tmp_path / "data").rglob("*.h5"))) == 1  # the finished split is kept, the partial one is not
     assert run_py(command).returncode == 0
-    # Adapting to a held-out set, after training: the printed command evaluates the saved checkpoint.
+    # Adapting to a held-out set, after training: the printed command resumes the run, which
+    # evaluates its saved checkpoint without training again.
     again = tmp_path / "again"
-    stopped = run_py(_args(again, tmp_path / "data"), fault={"LEADS_FAULT_SIGNAL": "TERM:adapt:1"})
+    args = _args(again, tmp_path / "data")
+    stopped = run_py(args, fault={"LEADS_FAULT_SIGNAL": "TERM:adapt:1"})
     command = _continue_with(stopped)
     (run_dir,) = run_dirs(again, SYSTEM)
-    assert command == ["evaluate", "--env", SYSTEM, "--ckpt", str(run_dir / "checkpoints" / "best.ckpt")]
+    assert command == [*args, "--resume"] and str(run_dir / "checkpoints" / "best.ckpt") in stopped.stderr
     assert not (again / "results").exists()  # nothing of the evaluation was written
     done = run_py(command)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert read_rows(again / "results" / SYSTEM / "results.jsonl")
+    assert f"training of {run_dir} had finished at step 24" in done.stdout
+    assert read_rows(again / "results" / SYSTEM / "results.jsonl") and (run_dir / "summary.json").exists()

@@ -229,7 +229,7 @@ def test_leaderboard_command_writes_files_and_errors_without_rows(tmp_path, caps
     md = (results / "gray_scott" / "leaderboard_quick.md").read_text()
     assert md in out and (results / "gray_scott" / "leaderboard_quick.csv").exists()
     assert main([*argv, "--profile", "paper"]) == 2
-    assert "no rows of profile 'paper'" in capsys.readouterr().err
+    assert "no rows of protocol paper (profile 'paper')" in capsys.readouterr().err
     # another profile's board goes to its own file: the quick one is left as it was
     append_rows(results / "gray_scott" / "results.jsonl", _geps_rows())
     assert main([*argv, "--profile", "paper"]) == 0
@@ -346,3 +346,14 @@ def test_a_held_out_set_name_with_other_environments_is_left_out_not_mixed():
     new = next(ln for ln in lb.lines if ln.method == "new")
     assert np.isnan(new.cells["interp"][0])
     assert any("named 'interp' with other environments" in reason for reason in lb.left_out)
+
+
+def test_the_leaderboard_is_printed_when_its_files_cannot_be_written(tmp_path, capsys):
+    results = tmp_path / "results"
+    append_rows(results / "gray_scott" / "results.jsonl", _all_rows())
+    (results / "gray_scott" / "leaderboard_quick.md").mkdir()  # in the way of the file
+    argv = ["leaderboard", "--env", "gray_scott", "--set", f"results_dir={results}", "--logger", "none"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| 1 | good | quick |" in out
+    assert f"not written: {results / 'gray_scott' / 'leaderboard_quick.md'}" in out and "the table above" in out

@@ -35,10 +35,11 @@ from leads.training.checkpoints import (
     remove_stale_temps,
 )
 from leads.training.curves import LearningCurve
-from leads.training.interrupted import Interrupted
+from leads.training.interrupted import Interrupted, checkpoint_step
 from leads.training.loggers import make_logger
 from leads.training.physics_starts import SearchPhysicsAfter
 from leads.training.progress import TrainProgress, quiet_third_party
+from leads.training.segments import end_segment, start_segment
 
 ACCELERATORS = ("auto", "cpu", "cuda", "gpu", "mps")
 RUN_DIR_ENV = "LEADS_RUN_DIR"  # rank 0's run directory, inherited by the ranks DDP launches
@@ -62,6 +63,9 @@ class TrainedRun:
     best_val_rel_l2: float = float("nan")  # the in-domain validation error that chose best_ckpt
     train_cpu_seconds: float = float("nan")
     train_steps: int | None = None  # the steps trained: max_steps, or fewer where train.max_cpu_seconds stopped it
+    stop: str = "max_steps"  # why training ended: max_steps | cpu_budget
+    step_cpu_seconds: float = float("nan")  # the CPU cost of the last training step
+    resumed_finished: bool = False  # training had finished before: this call only loaded its best checkpoint
 
 
 # Keys added after runs existed, with their defaults: at them a run id is the one from before
@@ -221,16 +225,21 @@ def train(cfg: RunConfig | Mapping[str, Any], resume: bool = False, progress: bo
     # What can fail before work starts fails here, before a run directory is made.
     check_output_dirs(cfg, ("runs_dir", "data.dir"))
     check_window(system_of(cfg), cfg.data)  # a bad system config fails here too
+    if resume:
+        check_resume(cfg)  # before anything is generated or overwritten
     run_dir, run_id = claim_run_dir(cfg, resume)
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
-    if resume and not last.exists():
-        raise UserError(f"--resume: no checkpoint {last} yet; run without --resume")
     if resume:
-        check_resume_checkpoint(last, cfg)  # before anything is generated or overwritten
+        done = _finished_training(run_dir, cfg, last)
+        if done is not None:  # nothing to train: a rerun after a failure in evaluation
+            return _trained_before(cfg, run_dir, run_id, done)
     child = _ddp_child()
+    segment = 0
     if not child:
-        save_config(cfg, run_dir / "config.yaml")
+        if not (run_dir / "config.yaml").exists():  # the first segment's; later ones are in segments.jsonl
+            save_config(cfg, run_dir / "config.yaml")
+        segment = start_segment(run_dir, cfg, (checkpoint_step(last) or 0) if resume else 0)
     os.environ[RUN_DIR_ENV] = str(run_dir)
     quiet_third_party()
     pl.seed_everything(cfg["seed"], workers=True, verbose=False)
@@ -248,7 +257,8 @@ def train(cfg: RunConfig | Mapping[str, Any], resume: bool = False, progress: bo
     curve = LearningCurve(run_dir, clock, _test_split(cfg) if test_curve and not child else None)
     logger = make_logger(cfg, run_dir, run_id)
     tc = cfg["train"]
-    budget = [CPUBudget(tc["max_cpu_seconds"], clock, progress is not False)] if tc["max_cpu_seconds"] else []
+    # The budget's stop is announced whatever the progress setting: it says why the run ended early.
+    budget = [CPUBudget(tc["max_cpu_seconds"], clock)] if tc["max_cpu_seconds"] else []
     with warnings.catch_warnings():
         for pattern in IGNORED_WARNINGS:
             warnings.filterwarnings("ignore", message=pattern)
@@ -277,6 +287,8 @@ def train(cfg: RunConfig | Mapping[str, Any], resume: bool = False, progress: bo
             trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
         except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C and SIGTERM into SystemExit
             _discard_if_empty(run_dir, resume or child)
+            if segment and run_dir.exists():
+                end_segment(run_dir, segment, trainer.global_step, "interrupted")
             raise Interrupted("training", run_dir, last, trainer.global_step, cfg) from None
     seconds, cpu_seconds = clock.seconds(), clock.cpu_seconds()
     if resume and not clock.restored:  # a checkpoint written before the clock was saved in them
@@ -286,11 +298,58 @@ def train(cfg: RunConfig | Mapping[str, Any], resume: bool = False, progress: bo
     best_path = Path(checkpoint.best_model_path or last)
     best = Forecaster.load_from_checkpoint(str(best_path), map_location="cpu")
     best_score = float(checkpoint.best_model_score if checkpoint.best_model_score is not None else float("nan"))
+    stop = "cpu_budget" if budget and budget[0].stopped else "max_steps"
+    step_cost = budget[0].step_cost if budget else float("nan")
     if trainer.is_global_zero:
         _write_state(run_dir, {"train_seconds": seconds, "train_cpu_seconds": cpu_seconds, "best_ckpt": str(best_path),
-                               "best_val_rel_l2": best_score, "global_step": trainer.global_step})
+                               "best_val_rel_l2": best_score, "global_step": trainer.global_step, "stop": stop,
+                               "max_steps": tc["max_steps"], "max_cpu_seconds": tc["max_cpu_seconds"],
+                               "step_cpu_seconds": step_cost})
+        if segment:
+            end_segment(run_dir, segment, trainer.global_step, stop)
     return TrainedRun(run_dir, run_id, best_path, best, seconds, logger, trainer.is_global_zero, best_score,
-                      cpu_seconds, int(trainer.global_step))
+                      cpu_seconds, int(trainer.global_step), stop, step_cost)
+
+
+def check_resume(cfg: Mapping[str, Any]) -> Path:
+    """The last checkpoint ``--resume`` would continue ``cfg``'s latest run from, checked to be an
+    intact checkpoint of that run; a one-line ``UserError`` otherwise."""
+    run_dir, _ = run_dir_for(cfg, resume=True)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not last.exists():
+        raise UserError(f"--resume: no checkpoint {last} yet; run without --resume")
+    check_resume_checkpoint(last, cfg)
+    return last
+
+
+def _finished_training(run_dir: Path, cfg: Mapping[str, Any], last: Path) -> dict[str, Any] | None:
+    """The run's ``state.json`` if its training had finished for ``cfg`` (its last checkpoint is
+    the one the state was written at, and ``cfg`` would stop there: its ``max_steps`` reached, or
+    the same CPU budget spent); None if there is training to do."""
+    state = _read_state(run_dir)
+    step = state.get("global_step")
+    if step is None or checkpoint_step(last) != step:
+        return None
+    tc = cfg["train"]
+    if step >= tc["max_steps"]:
+        return state
+    if state.get("stop") == "cpu_budget" and tc["max_cpu_seconds"] is not None and \
+            state.get("max_cpu_seconds") == tc["max_cpu_seconds"]:
+        return state
+    return None
+
+
+def _trained_before(cfg: Mapping[str, Any], run_dir: Path, run_id: str, state: Mapping[str, Any]) -> TrainedRun:
+    best_path = Path(state.get("best_ckpt") or run_dir / "checkpoints" / "best.ckpt")
+    if not best_path.is_file():
+        best_path = run_dir / "checkpoints" / "last.ckpt"
+    print(f"training of {run_dir} had finished at step {state['global_step']}: evaluating {best_path}", flush=True)
+    best = Forecaster.load_from_checkpoint(str(best_path), map_location="cpu")
+    return TrainedRun(run_dir, run_id, best_path, best, float(state.get("train_seconds", float("nan"))),
+                      make_logger(cfg, run_dir, run_id), True, float(state.get("best_val_rel_l2", float("nan"))),
+                      float(state.get("train_cpu_seconds", float("nan"))), int(state["global_step"]),
+                      str(state.get("stop") or "max_steps"), float(state.get("step_cpu_seconds", float("nan"))),
+                      resumed_finished=True)
 
 
 def _test_split(cfg: RunConfig) -> tuple[torch.Tensor, Any, float]:

@@ -113,3 +113,16 @@ def test_relative_links_point_at_files(page):
             continue
         path = (page.parent / target.split("#")[0]).resolve()
         assert path.exists(), f"{page.relative_to(ROOT)}: broken link {target}"
+
+
+def test_readme_fits_in_200_lines():
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 200
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_pages_speak_of_the_project_alone(page):
+    """Results carry a date, a command and a machine; never how they came about."""
+    text = page.read_text()
+    assert not re.search(r"(?i)\bsessions?\b|\bcoordinator\b|\bissue \d+|#\d{2,}\b", text), page
+    commit = re.search(r"\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{7,40}\b", text)
+    assert not commit, f"{page.relative_to(ROOT)}: {commit.group(0)} looks like a commit hash"

@@ -61,7 +61,7 @@ def _remove_stale_temps(path: Path) -> None:
 
 
 def _check(system: System, spec: SplitSpec, path: Path) -> str | None:
-    return check_file(path, spec.meta, tuple(system.state_shape), spec.n_traj)
+    return check_file(path, spec.meta, spec.state_shape, spec.n_traj)
 
 
 def _all_specs(
@@ -89,7 +89,8 @@ def _prepare(
         if reason != "missing":
             log.warning("%s: %s; regenerating it", path, reason)
         _remove_stale_temps(path)
-        states = generate_states(system, spec, cfg.gen_batch_size, progress=progress, device=device)
+        states = generate_states(system, spec, cfg.gen_batch_size, progress=progress, device=device,
+                                 observe=cfg.observe)
         write_split(path, spec.meta, states)
     return SplitStatus(path, True, reason)
 

@@ -305,6 +305,14 @@ class System(ABC):
         per-sample ``(B,)`` value gives one row per sample). Systems without such terms have none."""
         raise UserError(f"{self.name} has no term that is linear and diagonal in Fourier space")
 
+    def coarse_forecast(self, u0: torch.Tensor, params: torch.Tensor, t: np.ndarray,
+                        observe: str | None = None) -> torch.Tensor:
+        """The physical model a modeller would otherwise run on the observed grid, forecasting
+        from observed states ``u0`` ``(B, *observed_shape(observe))`` with the true parameters:
+        ``(B, len(t), *observed_shape(observe))``. The data come from a finer solve; this is the
+        baseline a learned model must beat (``run.py baseline``). Systems without one say so."""
+        raise UserError(f"{self.name} has no coarse physical model to forecast with")
+
     @abstractmethod
     def solve(self, u0: torch.Tensor, params: torch.Tensor, t: np.ndarray) -> torch.Tensor:
         """Accurate batched solution at times ``t`` (``t[0]`` is the time of ``u0``):

@@ -276,6 +276,22 @@ class QGOcean(System):
         return self._run(torch.fft.rfft2(u0.to(torch.float64)), params, t, n,
                          lambda qh: torch.fft.irfft2(qh, s=(n, n)))
 
+    def coarse_forecast(self, u0: torch.Tensor, params: torch.Tensor, t: np.ndarray,
+                        observe: str | None = None) -> torch.Tensor:
+        """``coarse_model`` from observed states. From the sea surface height alone (``ssh``) the
+        lower layer is unknown: it is taken at rest (ψ_2 = 0, the reduced-gravity assumption
+        altimetry is read with), so q_1 = ∇²ψ_1 − F_1 ψ_1 and q_2 = F_2 ψ_1."""
+        if observe is None:
+            return self.coarse_model(u0, params, t)
+        self.check_observation(observe)
+        psi1 = u0.to(torch.float64)
+        g = grid(psi1.shape[-1], float(self.config["length"]), psi1.device)
+        values = self.parameter_values(params.to(psi1.device, torch.float64))
+        F1, F2 = couplings(values["delta"], values["rd"], g.k)
+        ph = torch.fft.rfft2(psi1)  # (B, 1, n, m)
+        q = torch.fft.irfft2(torch.cat((-(g.kappa2 + F1) * ph, F2 * ph), dim=1), s=psi1.shape[-2:])
+        return self.observe(self.coarse_model(q, params, t), params, observe).to(u0.dtype)
+
     def _run(self, qh: torch.Tensor, params: torch.Tensor, t: np.ndarray, n: int, observe: Any) -> torch.Tensor:
         c = self.config
         t = np.asarray(t, dtype=np.float64)

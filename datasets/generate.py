@@ -18,19 +18,17 @@ def generate_states(
     *,
     progress: bool | None = None,
     device: str | torch.device | None = None,
-    observe: str | None = None,
 ) -> np.ndarray:
     """States of ``spec`` as float32 ``(n_env, n_traj, n_t, *state_shape)``.
 
     Rows of all environments share solver calls (each row carries its own parameters), so a
     split costs ``ceil(n_env * n_traj / batch_size)`` calls whatever its number of environments.
     ``progress=None``: a bar on a terminal, plain lines elsewhere (``datasets/progress.py``);
-    False: nothing. ``observe`` names a partial observation of the system (``data.observe``):
-    only it is kept, computed from each solved batch.
+    False: nothing.
     """
     device = torch.device("cpu") if device is None else torch.device(device)
     n_env, n_traj = spec.seeds.shape
-    n_t, shape = len(spec.t), tuple(system.observed_shape(observe))
+    n_t, shape = len(spec.t), tuple(system.state_shape)
     params = torch.as_tensor(spec.meta.params, dtype=torch.float64)
     flat_seeds = spec.seeds.reshape(-1)
     flat_env = np.repeat(np.arange(n_env), n_traj)
@@ -41,8 +39,6 @@ def generate_states(
             rows = slice(start, min(start + batch_size, len(flat_seeds)))
             p = params[flat_env[rows]].to(device)
             sol = system.generate([int(s) for s in flat_seeds[rows]], p, spec.t, device)
-            if observe is not None:
-                sol = system.observe(sol, p, observe)
             expected = (len(p), n_t, *shape)
             if tuple(sol.shape) != expected:
                 raise RuntimeError(

@@ -24,15 +24,21 @@ def data_cfg(tmp_path, **kw):
 
 
 def test_observed_split_stores_only_the_observation(tmp_path):
+    """An observed split is computed from the whole state's split (generated first if missing):
+    the same trajectories, solved once."""
     system = get_system("qg_ocean", **TINY_QG)
-    full = prepare_split(system, data_cfg(tmp_path), "train", progress=False)
     ssh = prepare_split(system, data_cfg(tmp_path, observe="ssh"), "train", progress=False)
+    full = prepare_split(system, data_cfg(tmp_path), "train", progress=False)
+    assert ssh.generated and not full.generated  # the whole state's file was made on the way
     assert ssh.path != full.path and full.path.parent == ssh.path.parent  # one physics, two files
     a, b = load_split(full.path), load_split(ssh.path)
     assert b.states.shape == (*a.states.shape[:3], 1, 8, 8) and b.attrs["state_names"] == ["psi1"]
     params = a.params.repeat_interleave(a.n_traj, dim=0)
     expected = system.observe(a.states.flatten(0, 1).double(), params, "ssh").float()
-    torch.testing.assert_close(b.states.flatten(0, 1), expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
+    torch.testing.assert_close(b.states.flatten(0, 1), expected, rtol=1e-6, atol=1e-6 * float(expected.abs().max()))
+    direct = system.observe(system.generate(a.seeds[0].tolist(), params[:a.n_traj], a.t.numpy()), params[:a.n_traj],
+                            "ssh").float()
+    torch.testing.assert_close(b.states[0], direct, rtol=1e-5, atol=1e-5 * float(direct.abs().max()))
     assert not prepare_split(system, data_cfg(tmp_path, observe="ssh"), "train", progress=False).generated
 
 

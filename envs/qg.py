@@ -107,16 +107,28 @@ class QGModel:
         # The PV gradients of the mean flow: β plus the shear's ±F_i (U1 − U2).
         self.Qy = torch.cat(torch.broadcast_tensors(p["beta"] + self.F1 * shear, p["beta"] - self.F2 * shear), dim=1)
         self.filter = None if filterfac is None else torch.exp(filter_exponent(n, filterfac, g.k.device, dtype))
+        # Per wavenumber, ψ̂ = A q̂ and the linear terms are C q̂ (2x2 each): built once, applied
+        # every step. invert() is A applied to the identity's columns.
+        one = torch.ones_like(g.kappa2, dtype=g.ik.dtype)
+        units = [torch.cat((one, 0 * one), dim=1), torch.cat((0 * one, one), dim=1)]  # q̂ = 1 in layer 1, 2
+        self._A = [invert(g, unit, self.F1, self.F2) for unit in units]  # the columns of A
+        self._C = [self._linear(unit, column) for unit, column in zip(units, self._A)]
+
+    def _linear(self, qh: torch.Tensor, psih: torch.Tensor) -> torch.Tensor:
+        """The linear terms: the mean flow's advection −ik(U q̂ + Q ψ̂) and the drag −r_ek ∇²ψ_2."""
+        g = self.grid
+        return -g.ik * (self.U * qh + self.Qy * psih) + lower_layer(self.rek * g.kappa2 * psih)
+
+    @staticmethod
+    def _apply(columns: list[torch.Tensor], qh: torch.Tensor) -> torch.Tensor:
+        return columns[0] * qh[:, :1] + columns[1] * qh[:, 1:]
 
     def invert(self, qh: torch.Tensor) -> torch.Tensor:
-        return invert(self.grid, qh, self.F1, self.F2)
+        return self._apply(self._A, qh)
 
     def tendency(self, qh: torch.Tensor) -> torch.Tensor:
         """dq̂/dt of every term but the filter (pyqg's ``dqhdt``)."""
-        g = self.grid
-        psih = self.invert(qh)
-        out = advection(g, qh, psih) - g.ik * (self.U * qh + self.Qy * psih)
-        return out + lower_layer(self.rek * g.kappa2 * psih)  # −r_ek ∇²ψ_2
+        return advection(self.grid, qh, self.invert(qh)) + self._apply(self._C, qh)
 
     def step(self, qh: torch.Tensor, history: list[torch.Tensor], dt: float) -> torch.Tensor:
         """pyqg's step: Adams-Bashforth of order 1, 2, then 3 (``history`` holds the earlier

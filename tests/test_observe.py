@@ -15,7 +15,7 @@ from leads.envs.registry import get_system
 from leads.jobs import run_experiment
 from leads.models.forecaster import Forecaster
 
-TINY_QG = {"size": 8, "solver_size": 16, "spinup_window": 2 * 86400.0}
+TINY_QG = {"size": 8, "solver_size": 16, "spinup_window": 2 * 86400.0, "spinup_growth": 0.0}
 
 
 def data_cfg(tmp_path, **kw):

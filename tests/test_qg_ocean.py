@@ -39,7 +39,9 @@ def band_limited(n: int, seed: int, cutoff: int, amplitude: float = 1e-5) -> tor
 
 
 def small(**overrides) -> QGOcean:
-    return QGOcean(**{"size": 8, "solver_size": 16, "spinup_window": 20 * 86400.0, **overrides})
+    """8^2 observations of a 16^2 solve: too coarse for baroclinic instability, so its flows decay
+    slowly and no growth is asked of the spin-up."""
+    return QGOcean(**{"size": 8, "solver_size": 16, "spinup_window": 20 * 86400.0, "spinup_growth": 0.0, **overrides})
 
 
 # ----------------------------------------------------------------- pyqg's model
@@ -184,14 +186,22 @@ def test_stationarity_criterion_on_known_series():
     growth = 1e-8 * torch.exp(t / 10)
     steady = 1.0 + 0.05 * torch.sin(t / 3)
     overshoot = 1.0 + 2.0 * torch.exp(-((t - 50) / 15) ** 2)
-    series = torch.stack([growth, steady, overshoot], dim=1)
-    crit = StationaryEnergy(3, samples_per_window=20, windows=3, tol=0.15)
-    when = torch.full((3,), -1)
+    quiet_then_unstable = 1e-3 * (1 + 0.01 * torch.sin(t)) + torch.sigmoid((t - 100) / 5)  # flat, then grows
+    series = torch.stack([growth, steady, overshoot, quiet_then_unstable], dim=1)
+    crit = StationaryEnergy(4, samples_per_window=20, windows=3, tol=0.15, growth=10.0)
+    when = torch.full((4,), -1)
     for day in range(days):
         now = crit.add(series[day])
         when[now] = day
     assert when[0] == -1  # growing: never
-    assert when[1] == 59  # steady: at the end of the third window
+    assert when[1] == -1  # steady from the start: it never grew, so it never left its initial state
+    assert when[2] == -1  # likewise (an overshoot of a flow that did not grow)
+    assert when[3] >= 159  # the quiet start passes the spread test but not the growth: after the rise
+    crit = StationaryEnergy(3, samples_per_window=20, windows=3, tol=0.15)  # no growth asked
+    when = torch.full((3,), -1)
+    for day in range(days):
+        when[crit.add(series[day, :3])] = day
+    assert when[0] == -1 and when[1] == 59  # steady: at the end of the third window
     assert when[2] >= 99  # the bump is straddled by windows 2-4: only stationary once past it
 
 

@@ -42,7 +42,8 @@ def test_coarse_model_rows_from_full_state_and_from_ssh(tmp_path):
 def test_cli_writes_the_leaderboard(tmp_path, capsys):
     args = ["baseline", "--env", "qg_ocean", "--set", f"results_dir={tmp_path / 'results'}",
             "--set", f"data.dir={tmp_path / 'data'}", "--logger", "none"]
-    small = ["system.size=8", "system.solver_size=16", "system.spinup_window=172800.0", "data.n_test=1",
+    small = ["system.size=8", "system.solver_size=16", "system.spinup_window=172800.0", "system.spinup_growth=0.0",
+             "data.n_test=1",
              "data.n_test_heldout=1", "data.n_adapt=1", "adapt.sets=[interp]"]
     assert main([*args, *[a for kv in small for a in ("--set", kv)]]) == 0
     out = capsys.readouterr().out

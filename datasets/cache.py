@@ -18,11 +18,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from leads.datasets.config import DataConfig, parse_data_config
 from leads.datasets.generate import generate_states
-from leads.datasets.h5 import check_file, write_split
+from leads.datasets.h5 import check_file, load_split, write_split
 from leads.datasets.seeds import check_disjoint
 from leads.datasets.splits import SplitSpec, check_set_name, parse_split, split_file, split_names, split_spec
 from leads.envs.base import Env, System
@@ -61,7 +62,7 @@ def _remove_stale_temps(path: Path) -> None:
 
 
 def _check(system: System, spec: SplitSpec, path: Path) -> str | None:
-    return check_file(path, spec.meta, tuple(system.state_shape), spec.n_traj)
+    return check_file(path, spec.meta, spec.state_shape, spec.n_traj)
 
 
 def _all_specs(
@@ -89,9 +90,23 @@ def _prepare(
         if reason != "missing":
             log.warning("%s: %s; regenerating it", path, reason)
         _remove_stale_temps(path)
-        states = generate_states(system, spec, cfg.gen_batch_size, progress=progress, device=device)
+        if cfg.observe is None:
+            states = generate_states(system, spec, cfg.gen_batch_size, progress=progress, device=device)
+        else:
+            states = _observed(system, cfg, spec, progress, device)
         write_split(path, spec.meta, states)
     return SplitStatus(path, True, reason)
+
+
+def _observed(system: System, cfg: DataConfig, spec: SplitSpec, progress: bool | None, device: Any) -> np.ndarray:
+    """A partial observation's split, computed from the stored split of the whole state (made
+    first if missing): the two hold the same trajectories, solved once."""
+    full_cfg = dataclasses.replace(cfg, observe=None)
+    full_spec = split_spec(system, full_cfg, spec.name, spec.envs if spec.set_name else None)
+    data = load_split(_prepare(system, full_cfg, full_spec, progress, device).path)
+    out = [system.observe(data.states[e].double(), data.params[e:e + 1].expand(data.n_traj, -1), cfg.observe)
+           .float().numpy() for e in range(data.n_env)]
+    return np.stack(out) if out else np.zeros((0, spec.n_traj, len(spec.t), *spec.state_shape), np.float32)
 
 
 def prepare_split(

@@ -33,6 +33,7 @@ class DataConfig(Mapping[str, Any]):
     window: int | None = None
     num_workers: int = 0
     same_initial_states: bool = False  # every environment of a split starts from the same states
+    observe: str | None = None  # a partial observation of the system (its ``observations``), e.g. ssh; None: all
 
     def __getitem__(self, key: str) -> Any:
         if key in _FIELDS:
@@ -79,6 +80,10 @@ def parse_data_config(cfg: Mapping[str, Any] | DataConfig | None) -> DataConfig:
         elif key == "same_initial_states":
             if not isinstance(v, bool):
                 raise UserError(f"data.same_initial_states={v!r} must be true or false")
+            values[key] = v
+        elif key == "observe":
+            if v is not None and (not isinstance(v, str) or not v):
+                raise UserError(f"data.observe={v!r} must be the name of one of the system's observations, or null")
             values[key] = v
         elif key == "window":
             if v is not None and (not _is_int(v) or v < 1):

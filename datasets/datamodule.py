@@ -20,7 +20,9 @@ from leads.envs.errors import UserError
 
 
 def check_window(system: System, cfg: DataConfig) -> None:
-    """A training window must fit in the training horizon of ``system``."""
+    """A training window must fit in the training horizon of ``system``, and ``data.observe``
+    must name one of its observations."""
+    system.check_observation(cfg.observe)
     steps = len(system.times()) - 1
     if cfg.window is not None and cfg.window > steps:
         raise UserError(f"data.window={cfg.window} exceeds the {steps} observation steps of the "

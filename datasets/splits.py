@@ -116,6 +116,7 @@ class SplitSpec:
     t: np.ndarray
     seeds: np.ndarray
     meta: SplitData
+    state_shape: tuple[int, ...] = ()  # of one stored state: the system's, or its observation's (data.observe)
 
     @property
     def n_env(self) -> int:
@@ -168,9 +169,11 @@ def split_spec(system: System, cfg: DataConfig, split: str, envs: Sequence[Env] 
         "times": {"start": float(t[0]), "stop": float(t[-1]), "n_t": len(t), "sha256": _sha(t.tobytes())},
         "seed_scheme": SEED_SCHEME,
         "seeds_sha256": _sha(seeds.tobytes()),
-        "state_shape": list(system.state_shape),
+        "state_shape": list(system.observed_shape(cfg.observe)),
         "solver": system.solver_description,
     }
+    if cfg.observe is not None:  # only then: files made before observations existed keep their hash
+        config["observe"] = cfg.observe
     meta = SplitData(
         system=system.name,
         split=split,
@@ -178,9 +181,9 @@ def split_spec(system: System, cfg: DataConfig, split: str, envs: Sequence[Env] 
         config_hash=_sha(_dumps(config)),
         solver=system.solver_description,
         param_names=tuple(system.param_names),
-        state_names=tuple(system.state_names),
+        state_names=system.observed_names(cfg.observe),
         t=t,
         params=params,
         seeds=seeds,
     )
-    return SplitSpec(split, kind, set_name, envs, n_traj, t, seeds, meta)
+    return SplitSpec(split, kind, set_name, envs, n_traj, t, seeds, meta, system.observed_shape(cfg.observe))

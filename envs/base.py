@@ -202,6 +202,34 @@ class System(ABC):
         """
         return self.solve(self.initial_states(seeds, params, device), params.to(device), t)
 
+    # ----------------------------------------------------------------- partial observations
+    # What a dataset may store instead of the whole state (``data.observe``): observation name ->
+    # the names of its channels (e.g. an ocean model's sea surface height); ``observe`` computes it.
+    observations: ClassVar[dict[str, tuple[str, ...]]] = {}
+
+    def check_observation(self, name: str | None) -> None:
+        """``UserError`` unless ``name`` is None (the whole state) or one of ``observations``."""
+        if name is not None and name not in self.observations:
+            known = ", ".join(self.observations) or "none (it is observed whole)"
+            raise UserError(f"{self.name} has no partial observation {name!r} (data.observe); its observations: "
+                            f"{known}")
+
+    def observed_shape(self, name: str | None) -> tuple[int, ...]:
+        """Shape of one observation: ``state_shape``, or its channels replaced by the observation's."""
+        self.check_observation(name)
+        shape = tuple(self.state_shape)
+        return shape if name is None else (len(self.observations[name]), *shape[1:])
+
+    def observed_names(self, name: str | None) -> tuple[str, ...]:
+        self.check_observation(name)
+        return tuple(self.state_names) if name is None else tuple(self.observations[name])
+
+    def observe(self, states: torch.Tensor, params: torch.Tensor, name: str) -> torch.Tensor:
+        """The observation ``name`` of states ``(B, [T,] *state_shape)`` whose parameter rows are
+        ``params`` ``(B, n_params)``: ``(B, [T,] *observed_shape(name))``."""
+        self.check_observation(name)
+        raise NotImplementedError(f"{type(self).__name__} declares observation {name!r} but no observe()")
+
     def rhs(self, t: float | torch.Tensor, u: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """``du/dt`` for a batch: ``u`` is ``(B, *state_shape)``, ``params`` is ``(B, n_params)``;
         the sum of every term of ``terms`` (the equations are written once, as terms)."""
@@ -276,6 +304,14 @@ class System(ABC):
         ``rfft2(sum of those terms (u)) = L * rfft2(u)``, shaped ``(1 or B, C, n, n//2+1)`` (a
         per-sample ``(B,)`` value gives one row per sample). Systems without such terms have none."""
         raise UserError(f"{self.name} has no term that is linear and diagonal in Fourier space")
+
+    def coarse_forecast(self, u0: torch.Tensor, params: torch.Tensor, t: np.ndarray,
+                        observe: str | None = None) -> torch.Tensor:
+        """The physical model a modeller would otherwise run on the observed grid, forecasting
+        from observed states ``u0`` ``(B, *observed_shape(observe))`` with the true parameters:
+        ``(B, len(t), *observed_shape(observe))``. The data come from a finer solve; this is the
+        baseline a learned model must beat (``run.py baseline``). Systems without one say so."""
+        raise UserError(f"{self.name} has no coarse physical model to forecast with")
 
     @abstractmethod
     def solve(self, u0: torch.Tensor, params: torch.Tensor, t: np.ndarray) -> torch.Tensor:

@@ -17,10 +17,12 @@ from leads.envs.kolmogorov import Kolmogorov
 from leads.envs.lotka_volterra import LotkaVolterra
 from leads.envs.navier_stokes import NavierStokes
 from leads.envs.pendulum import Pendulum
+from leads.envs.qg_ocean import QGOcean
 
 SYSTEMS: dict[str, type[System]] = {
     cls.name: cls
-    for cls in (LotkaVolterra, GlycolyticOscillator, GrayScott, NavierStokes, Pendulum, Burgers, Kolmogorov)
+    for cls in (LotkaVolterra, GlycolyticOscillator, GrayScott, NavierStokes, Pendulum, Burgers, Kolmogorov,
+                QGOcean)
 }
 
 

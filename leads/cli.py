@@ -1,4 +1,5 @@
-"""Command line: ``python run.py [train|generate|evaluate|leaderboard|reproduce|export|score] --env NAME [options]``.
+"""Command line: ``python run.py [COMMAND] --env NAME [options]``, COMMAND one of train (the default),
+generate, evaluate, leaderboard, reproduce, export, score, baseline.
 
 Without a command, ``run.py`` runs the main job: generate data if missing, train, evaluate
 in-domain, adapt to held-out environments, append result rows and print a summary.
@@ -13,6 +14,7 @@ in-domain, adapt to held-out environments, append result rows and print a summar
   python run.py reproduce --protocol geps_gray_scott --seeds 3 [--max-steps N]   # a published table
   python run.py export --env gray_scott --out inputs.h5           # evaluation inputs for another codebase
   python run.py score --env gray_scott --predictions pred.h5 --name my_fno   # rank its predictions
+  python run.py baseline --env qg_ocean           # the coarse physical model, scored like a method
 
 Any config value can also be given as ``--section.key=value`` (``--train.lr=3e-4``), the form
 a W&B sweep agent passes its parameters in (``configs/sweeps/``).
@@ -129,6 +131,12 @@ def _score_args(p: argparse.ArgumentParser) -> None:
                    help="the training steps the model took, shown beside its numbers (declared, not measured)")
     p.add_argument("--train-seconds", type=float, default=None,
                    help="its training time in seconds, shown beside its numbers (declared, not measured)")
+    p.add_argument("--logger", default=None, help="wandb (default, offline): also log the leaderboard | none")
+
+
+def _baseline_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    _heldout(p)
     p.add_argument("--logger", default=None, help="wandb (default, offline): also log the leaderboard | none")
 
 
@@ -260,6 +268,19 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _baseline(args: argparse.Namespace) -> int:
+    from leads.config.paths import check_output_dir
+    from leads.evaluation.baseline import NAME, score_baseline
+
+    cfg = _protocol_config(args)
+    check_output_dir(cfg.results_dir, "results_dir")
+    for group, s in score_baseline(cfg).items():
+        mean, std = s.summary("rel_l2")
+        print(f"{NAME} · {group}: relative L2 (0, T] {mean:.3e} ± {std:.1e} over {len(s.env)} trajectories")
+    print(_write_leaderboard(cfg, cfg.adapt.shots), end="")
+    return 0
+
+
 def _leaderboard(args: argparse.Namespace) -> int:
     from leads.config.loading import load_config
 
@@ -318,6 +339,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[a
     "reproduce": (_reproduce_args, _reproduce),
     "export": (_export_args, _export),
     "score": (_score_args, _score),
+    "baseline": (_baseline_args, _baseline),
 }
 
 

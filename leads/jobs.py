@@ -348,7 +348,7 @@ def identification_rows(base: dict[str, Any], split: str, envs: list[Any],
 # ------------------------------------------------------------------------------ reporting
 def _figures(fig_dir: Path, cfg: Mapping[str, Any], ev: Evaluation) -> dict[str, Path]:
     system = system_of(cfg)
-    states = list(system.state_names)
+    states = list(system.observed_names(cfg["data"]["observe"]))  # what the data hold (data.observe)
     out = {}
     pred, true = rollout_examples(ev.module, ev.test.states, ev.test.t)
     out["rollouts_in_domain"] = plots.save(plots.rollout_figure(pred, true, ev.test.t, ev.module.env_names, states),

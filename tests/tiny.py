@@ -20,6 +20,9 @@ PER_SYSTEM = {
     "pendulum": ["data.window=4"],
     "glycolytic_oscillator": ["data.window=4"],
     "lotka_volterra": ["data.window=4"],
+    "qg_ocean": ["system.size=8", "system.solver_size=16", "system.spinup_window=172800.0",
+                 "system.spinup_growth=0.0", "model.modes=3",
+                 "data.window=2"],
 }
 
 

@@ -174,6 +174,9 @@ class ForecasterConfig(Section):
     solver: str = rule("rk4", _choice("rk4", "euler"))
     substeps: int = rule(1, _int(1))
     normalize: bool = True
+    # hidden channels added to the observed state, inferred from it by a learned encoder
+    # (leads/models/latent.py): for partially observed data (data.observe); 0: none
+    latent_channels: int = rule(0, _int(0))
     teacher_forcing: TeacherForcingConfig = dataclasses.field(default_factory=TeacherForcingConfig)
 
 

@@ -20,6 +20,7 @@ from leads.envs.errors import UserError
 from leads.envs.solvers import rk4_step
 from leads.envs.spectral import ETDRK4
 from leads.evaluation.metrics import relative_l2
+from leads.models.latent import LatentEncoder, augmented_shape
 from leads.models.methods import build_model
 from leads.models.physics import PhysicsPart
 from leads.models.rollout import STEPPERS, rollout, teacher_forcing_probability
@@ -49,8 +50,15 @@ class Forecaster(pl.LightningModule):
         self.save_hyperparameters({"cfg": cfg.to_dict(), "state_shape": list(state_shape), "env_names": env_names})
         self.cfg = cfg
         self.env_names = list(env_names)
-        self.model = build_model(cfg.model.to_dict(), cfg.method_settings, tuple(state_shape), len(env_names))
+        # Partially observed data (data.observe): hidden channels inferred from the observed state.
+        latent = cfg.forecaster.latent_channels
+        self.encoder = LatentEncoder(cfg.model.to_dict(), tuple(state_shape), latent) if latent else None
+        model_shape = augmented_shape(tuple(state_shape), latent)
+        self.model = build_model(cfg.model.to_dict(), cfg.method_settings, model_shape, len(env_names))
         self.physics: PhysicsPart | None = None
+        if cfg.physics.terms and (cfg.data.observe or latent):
+            raise UserError("physics.terms act on the whole state, but data.observe / forecaster.latent_channels "
+                            "make the model's state partly hidden; drop physics.terms (null) for these runs")
         if cfg.physics.terms:
             system = system_of(cfg)
             self.physics = PhysicsPart(system, cfg.physics.terms, system.train_envs, cfg.physics.params)
@@ -91,6 +99,8 @@ class Forecaster(pl.LightningModule):
         self.u_mean.copy_(x.mean(1).view_as(self.u_mean))
         self.u_std.copy_(x.std(1).clamp_min(tiny).view_as(self.u_std))
         self.du_std.copy_(dx.std(1).clamp_min(tiny).view_as(self.du_std))
+        if self.encoder is not None:  # hidden channels change at the observed ones' rate per spread
+            self.encoder.rate_scale.copy_((self.du_std / self.u_std).mean())
 
     def vector_field(self, u: torch.Tensor, env: torch.Tensor, t: float | torch.Tensor = 0.0) -> torch.Tensor:
         """``du/dt`` in physical units: the known terms (if any) plus the learned residual."""
@@ -102,7 +112,19 @@ class Forecaster(pl.LightningModule):
         if not self.residual:
             return 0.0
         network = self._compiled_network or self.model
-        return self.du_std * network((u - self.u_mean) / self.u_std, env)
+        if self.encoder is None:
+            return self.du_std * network((u - self.u_mean) / self.u_std, env)
+        c = self.u_mean.shape[0]  # observed channels first, then the hidden ones (normalised units)
+        out = network(torch.cat(((u[:, :c] - self.u_mean) / self.u_std, u[:, c:]), dim=1), env)
+        return torch.cat((self.du_std * out[:, :c], self.encoder.rate_scale * out[:, c:]), dim=1)
+
+    def with_latent(self, states: torch.Tensor) -> torch.Tensor:
+        """Observed states ``(B, [T,] C, ...)`` with their hidden channels (inferred) appended."""
+        assert self.encoder is not None
+        series = states if states.dim() == self.u_mean.dim() + 2 else states.unsqueeze(1)
+        z = self.encoder.encode_series((series - self.u_mean) / self.u_std)
+        out = torch.cat((series, z), dim=2)
+        return out if series is states else out[:, 0]
 
     def forward(self, u0: torch.Tensor, t: torch.Tensor, env: torch.Tensor, t0: torch.Tensor | None = None,
                 physics_env: torch.Tensor | None = None, **kw: Any) -> torch.Tensor:
@@ -110,6 +132,12 @@ class Forecaster(pl.LightningModule):
         non-autonomous known terms when samples start at different times; ``physics_env``: the
         row of the known terms' parameters of each sample, when not ``env``)."""
         fc = self.cfg.forecaster
+        if self.encoder is not None:  # integrate the hidden channels too; return the observed ones
+            if kw.get("truth") is not None:  # a teacher-forced restart infers them, as a forecast's start
+                kw["truth"] = self.with_latent(kw["truth"])
+            pred = rollout(self.vector_field, self.with_latent(u0), t, env, method=fc.solver, substeps=fc.substeps,
+                           **kw)
+            return pred[:, :, : u0.shape[1]]
         if self.physics is None:
             return rollout(self.vector_field, u0, t, env, method=fc.solver, substeps=fc.substeps, **kw)
         pc = self.cfg.physics
@@ -249,7 +277,11 @@ class Forecaster(pl.LightningModule):
 
     def trained_parameters(self) -> list[torch.nn.Parameter]:
         """Everything training fits: the method's network (with a residual) and learned physics."""
-        return (list(self.model.parameters()) if self.residual else []) + self.physics_parameters()
+        return (list(self.model.parameters()) if self.residual else []) + self.encoder_parameters() + \
+            self.physics_parameters()
+
+    def encoder_parameters(self) -> list[torch.nn.Parameter]:
+        return list(self.encoder.parameters()) if self.encoder is not None else []
 
     def physics_parameters(self) -> list[torch.nn.Parameter]:
         return self.physics.env_parameters() if self.physics is not None else []
@@ -295,7 +327,12 @@ class Forecaster(pl.LightningModule):
             return per_sample, per_sample.new_zeros(())
         raw = states.flatten(0, 1)
         x, env_x = (raw - self.u_mean) / self.u_std, env.repeat_interleave(states.shape[1])
-        penalty = self.model.penalty(x, env_x, raw=raw, out_scale=self.du_std)
+        out_scale = self.du_std
+        if self.encoder is not None:  # the method's penalty sees the model's whole (augmented) state
+            z = self.encoder(x)
+            x, raw = torch.cat((x, z), dim=1), torch.cat((raw, z), dim=1)
+            out_scale = torch.cat((self.du_std, self.encoder.rate_scale.expand(z.shape[1], *self.du_std.shape[1:])))
+        penalty = self.model.penalty(x, env_x, raw=raw, out_scale=out_scale)
         if self.physics is not None:
             # The residual as a rate of the normalised state (physical rate / state scale): in the
             # units the trajectory loss measures states in, as APHYNITY's raw-unit objective. In the
@@ -372,7 +409,8 @@ class Forecaster(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         tc = self.cfg.train  # scheduler is one of cosine | none (checked by the config)
         # The known terms' parameters are physical constants: no weight decay pulls them to 0.
-        groups = [{"params": list(self.model.parameters()) if self.residual else [], "weight_decay": tc.weight_decay},
+        network = (list(self.model.parameters()) if self.residual else []) + self.encoder_parameters()
+        groups = [{"params": network, "weight_decay": tc.weight_decay},
                   {"params": self.physics_parameters(), "weight_decay": 0.0}]
         opt = torch.optim.Adam([g for g in groups if g["params"]], lr=tc.lr)
         if tc.scheduler == "none":

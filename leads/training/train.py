@@ -71,6 +71,7 @@ class TrainedRun:
 # Keys added after runs existed, with their defaults: at them a run id is the one from before
 # the key, so finished runs are still found (``reproduce`` skips them).
 _KEYS_ADDED_LATER = {"adapt": {"weights_steps": None, "weights_patience": None, "refit_train": None},
+                     "data": {"observe": None}, "forecaster": {"latent_channels": 0},
                      "model": {"skip": False, "per_capita": False}, "train": {"ema": None, "max_cpu_seconds": None}}
 _METHOD_KEYS_ADDED_LATER = {("lowrank", "adapted_layers"): "all"}
 
@@ -170,7 +171,8 @@ def data_and_model(cfg: Mapping[str, Any], progress: bool | None = None) -> tupl
     dm.prepare_data()
     dm.setup("fit")
     train_data = load_split(dm.paths["train"])
-    module = Forecaster(cfg, system.state_shape, [env_label(e) for e in system.train_envs])
+    # The data's shape: the system's state, or the part of it data.observe keeps.
+    module = Forecaster(cfg, tuple(train_data.states.shape[3:]), [env_label(e) for e in system.train_envs])
     states = train_data.states.flatten(0, 1)
     t = torch.as_tensor(train_data.t, dtype=states.dtype)
     module.fit_normalization(states, t)

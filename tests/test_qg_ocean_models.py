@@ -10,11 +10,11 @@ import pytest
 import torch
 from tiny import tiny_config
 
+from leads.baseline import NAME, score_baseline
 from leads.cli import main
 from leads.config.loading import system_of
 from leads.config.schema import RunConfig
 from leads.envs.errors import UserError
-from leads.evaluation.baseline import NAME, score_baseline
 from leads.jobs import run_experiment
 from leads.models.forecaster import Forecaster
 

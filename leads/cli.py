@@ -269,8 +269,8 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _baseline(args: argparse.Namespace) -> int:
+    from leads.baseline import NAME, score_baseline
     from leads.config.paths import check_output_dir
-    from leads.evaluation.baseline import NAME, score_baseline
 
     cfg = _protocol_config(args)
     check_output_dir(cfg.results_dir, "results_dir")

@@ -10,11 +10,11 @@ import pytest
 import torch
 from tiny import tiny_config
 
+from leads.baseline import NAME, score_baseline
 from leads.cli import main
-from leads.config.loading import system_of
+from leads.config.loading import load_config, system_of
 from leads.config.schema import RunConfig
 from leads.envs.errors import UserError
-from leads.evaluation.baseline import NAME, score_baseline
 from leads.jobs import run_experiment
 from leads.models.forecaster import Forecaster
 
@@ -86,3 +86,19 @@ def test_physics_aware_model_trains_adapts_and_identifies(tmp_path):
     assert out["summary"]["splits"]["extrap"]["rel_l2"][0] > 0
     identified = [r for r in out["rows"] if r["metric"] == "param_rel_error"]
     assert identified and all(r["value"] >= 0 for r in identified)
+
+
+def test_benchmark_resolution_profile(tmp_path):
+    """paper_code is the benchmark's 256^2 -> 64^2 at 1 h (run on a GPU); at a tiny size it runs here."""
+    cfg = RunConfig.of(tiny_config("qg_ocean", tmp_path, "profile=paper_code"))
+    assert cfg.profile == "paper_code"
+    full = load_config("qg_ocean", "paper_code")
+    assert (full.system["size"], full.system["solver_size"], full.system["solver_dt"]) == (64, 256, 3600.0)
+
+
+@pytest.mark.slow
+def test_benchmark_resolution_profile_trains_at_a_tiny_size(tmp_path):
+    cfg = tiny_config("qg_ocean", tmp_path, "profile=paper_code", "model.modes=3", "model.width=8",
+                      "train.max_steps=2", "adapt.sets=[extrap]", "adapt.steps=2")
+    out = run_experiment(cfg, progress=False)
+    assert out["summary"]["splits"]["extrap"]["rel_l2"][0] > 0

@@ -18,10 +18,10 @@ from leads.config.loading import system_of
 from leads.config.schema import RunConfig
 from leads.datasets.cache import ensure_split
 from leads.datasets.h5 import load_split
-from leads.envs.base import env_label
+from leads.envs.base import env_label, envs_key
 from leads.evaluation.heldout import heldout_sets
 from leads.evaluation.scoring import Scores, score_predictions
-from leads.reporting.results import append_rows, envs_key, git_commit, now, results_path, score_rows, study_hash
+from leads.reporting.results import append_rows, git_commit, now, results_path, score_rows, study_hash
 
 NAME = "coarse_model"
 

@@ -31,7 +31,8 @@ def _code_lines(text: str) -> list[str]:
     lines = []
     for block in blocks:
         lines += re.sub(r"\\\n\s*", " ", block).splitlines()
-    lines += re.findall(r"`([^`\n]+)`", re.sub(r"```.*?```", "", text, flags=re.S))
+    spans = re.findall(r"`([^`]+)`", re.sub(r"```.*?```", "", text, flags=re.S))  # may wrap across lines
+    lines += [" ".join(span.split()) for span in spans]
     return [ln.strip() for ln in lines]
 
 

@@ -9,7 +9,10 @@ from pathlib import Path
 if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
     del sys.path[0]
 
-from leads.cli import main  # noqa: E402
-
 if __name__ == "__main__":
+    from leads.threads import prefer_sleeping_waits
+
+    prefer_sleeping_waits()  # OpenMP reads it when torch is first imported (by leads.cli)
+    from leads.cli import main
+
     sys.exit(main())

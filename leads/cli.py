@@ -88,6 +88,13 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strategy", default=None, help="Lightning strategy (e.g. ddp)")
     p.add_argument("--resume", action="store_true", help="continue the last run of this config")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _jobs(p)
+
+
+def _jobs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="with several runs: N side by side, each with its share of the CPUs (at most one a CPU; "
+                        "docs/parallel_runs.md)")
 
 
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
@@ -149,6 +156,7 @@ def _reproduce_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value of every run (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _jobs(p)
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
@@ -172,6 +180,8 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.seeds < 1:
         raise UserError(f"--seeds {args.seeds} must be at least 1")
+    if args.jobs < 1:
+        raise UserError(f"--jobs {args.jobs} must be at least 1")
     base = load_config(args.env, args.profile, _overrides(args) + ([f"seed={args.seed}"] if args.seed is not None
                                                                    else []))
     methods = list(base["methods"]) if args.method == "all" else (args.method or base["method"]).split(",")
@@ -187,6 +197,7 @@ def _train(args: argparse.Namespace) -> int:
     args.batch = len(cfgs) > 1  # the command that continues it is then the batch command itself
     args.configs = cfgs
     progress = not args.no_progress
+    _use_threads(cfgs[0], progress)
     if not args.batch:
         run_experiment(cfgs[0], resume=args.resume, progress=progress, few_shot=args.few_shot,
                        test_curve=args.test_curve)
@@ -198,12 +209,36 @@ def _train(args: argparse.Namespace) -> int:
         return run_experiment(job.cfg, resume=resume, progress=progress, few_shot=args.few_shot,
                               test_curve=args.test_curve)["run"].run_dir
 
-    done = run_batch(jobs, run, base["system_name"])
+    done = run_batch(jobs, run, base["system_name"]) if args.jobs == 1 else _side_by_side(args, jobs, base)
     failed = [d.job.label for d in done if d.error]
     print(_write_leaderboard(base, base["adapt"]["shots"]), end="")
     if failed:
-        print(f"error: {len(failed)} run(s) diverged: {', '.join(failed)}", file=sys.stderr)
+        print(f"error: {len(failed)} run(s) {'diverged' if args.jobs == 1 else 'failed'}: {', '.join(failed)}",
+              file=sys.stderr)
     return 1 if failed else 0
+
+
+def _side_by_side(args: argparse.Namespace, jobs: list[Any], base: Any) -> list[Any]:
+    """The runs of a batch, up to ``args.jobs`` at once, each its own ``run.py`` process."""
+    from leads.side_by_side import job_command, run_batch_side_by_side
+
+    flags = [*(f"--heldout={h}" for h in args.heldout), *(["--few-shot"] if args.few_shot else []),
+             *(["--test-curve"] if args.test_curve else [])]
+
+    def command(job: Any, resume: bool) -> tuple[str, ...]:
+        return job_command(args.env, args.profile, _overrides(args), job.cfg.method, job.cfg.seed,
+                           [*flags, *(["--resume"] if resume else [])])
+
+    return run_batch_side_by_side(jobs, command, base["system_name"], args.jobs, progress=not args.no_progress)
+
+
+def _use_threads(cfg: Any, progress: bool | None = None) -> None:
+    """Set torch's threads for the work of ``cfg`` and say so (leads/threads.py)."""
+    from leads.config.loading import system_of
+    from leads.datasets.progress import announce
+    from leads.threads import use_threads
+
+    announce(use_threads(cfg, system_of(cfg).state_shape).describe(), progress)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -225,6 +260,7 @@ def _generate(args: argparse.Namespace) -> int:
     cfg = load_config(args.env, args.profile, _overrides(args))
     check_output_dir(cfg.data.dir, "data.dir")
     system = system_of(cfg)
+    _use_threads(cfg)
     custom = {k: v for k, v in resolve_sets(system, args.heldout).items() if k not in system.heldout}
     for path in ensure_dataset(system, cfg["data"], custom_heldout=custom).values():
         print(describe_split(path))
@@ -235,6 +271,7 @@ def _protocol_config(args: argparse.Namespace) -> Any:
     from leads.config.loading import load_config
 
     cfg = load_config(args.env, args.profile, _overrides(args))
+    _use_threads(cfg)
     return cfg.replace(adapt=cfg.adapt.replace(sets=[*cfg.adapt.sets, *args.heldout]))
 
 
@@ -324,10 +361,11 @@ def _reproduce(args: argparse.Namespace) -> int:
 
     methods = [m.strip() for m in args.methods.split(",")] if args.methods else []
     out = reproduce(args.protocol, args.seeds, args.max_steps, methods, args.set, progress=not args.no_progress,
-                    test_curve=args.test_curve)
+                    test_curve=args.test_curve, jobs=args.jobs)
     print(out["leaderboard"], end="")
     if out["failed"]:
-        print(f"error: {len(out['failed'])} run(s) diverged: {', '.join(out['failed'])}", file=sys.stderr)
+        print(f"error: {len(out['failed'])} run(s) {'diverged' if args.jobs == 1 else 'failed'}: "
+              f"{', '.join(out['failed'])}", file=sys.stderr)
     return 1 if out["failed"] else 0
 
 

@@ -45,13 +45,14 @@ from leads.reporting.results import (
     score_rows,
     study_hash,
 )
+from leads.threads import use_threads
 from leads.training.checkpoints import load_checkpoint
 from leads.training.interrupted import AfterTraining, Interrupted
 from leads.training.loggers import log_artifacts, make_logger
 from leads.training.train import check_resume, train
 
 # What `evaluate` may change in a checkpoint's config: how to adapt and score, not what was trained.
-EVAL_OVERRIDABLE = ("adapt", "data", "results_dir", "runs_dir", "device", "logger", "wandb")
+EVAL_OVERRIDABLE = ("adapt", "data", "results_dir", "runs_dir", "device", "threads", "logger", "wandb")
 
 
 @dataclass
@@ -250,6 +251,7 @@ def evaluate_checkpoint(ckpt: str | Path, system: str, overrides: Sequence[str] 
     check_output_dirs(cfg, ("data.dir", "results_dir"))  # before any data is generated or adapted to
     prepare_data(cfg)
     module.cfg = cfg
+    announce(use_threads(cfg, system_of(cfg).state_shape).describe())
     in_run = ckpt.parent.name == "checkpoints"
     run_dir = ckpt.parent.parent if in_run else ckpt.parent
     # The validation-chosen checkpoint speaks for its run; another checkpoint of it is another entry.

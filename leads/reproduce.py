@@ -57,7 +57,8 @@ def plan(protocol: Protocol, seeds: int, max_steps: int | None = None, methods: 
 
 
 def reproduce(name: str, seeds: int = 3, max_steps: int | None = None, methods: Sequence[str] = (),
-              overrides: Sequence[str] = (), progress: bool = True, test_curve: bool = False) -> dict[str, Any]:
+              overrides: Sequence[str] = (), progress: bool = True, test_curve: bool = False,
+              jobs: int = 1) -> dict[str, Any]:
     """Run (or finish) every run of protocol ``name`` and rebuild its leaderboard.
 
     Args:
@@ -68,14 +69,20 @@ def reproduce(name: str, seeds: int = 3, max_steps: int | None = None, methods: 
         overrides: ``--set`` overrides applied to every run (after the profile).
         progress: progress bars while training.
         test_curve: score the test split at every validation too, for learning-curve figures.
+        jobs: runs side by side, each its own process with its share of the CPUs
+            (:mod:`leads.side_by_side`).
 
     Returns:
         ``{"runs": [(method, seed, state before, run directory)], "leaderboard": markdown}``.
     """
     from leads.batch import jobs_for, prepare, run_batch
+    from leads.config.loading import system_of
+    from leads.datasets.progress import announce
     from leads.jobs import run_experiment
     from leads.reporting import leaderboard
     from leads.reporting.results import read_rows, results_path
+    from leads.side_by_side import job_command, run_batch_side_by_side
+    from leads.threads import use_threads
 
     protocols = load_protocols()
     if name not in protocols:
@@ -84,14 +91,26 @@ def reproduce(name: str, seeds: int = 3, max_steps: int | None = None, methods: 
     cfgs = plan(protocol, seeds, max_steps, methods, overrides)
     for cfg in cfgs:
         check_output_dirs(cfg)
-    jobs = jobs_for(cfgs)
+    if jobs < 1:
+        raise UserError(f"--jobs {jobs} must be at least 1")
+    announce(use_threads(cfgs[0], system_of(cfgs[0]).state_shape).describe(), progress)
+    parallel, jobs = jobs, jobs_for(cfgs)
     prepare(jobs, progress)
 
     def run(job: Any, resume: bool) -> Path:
         out = run_experiment(job.cfg, resume=resume, progress=progress, test_curve=test_curve)
         return out["run"].run_dir
 
-    done = run_batch(jobs, run, protocol.name)
+    if parallel == 1:
+        done = run_batch(jobs, run, protocol.name)
+    else:
+        budget = [f"train.max_steps={max_steps}"] if max_steps is not None else []
+
+        def command(job: Any, resume: bool) -> tuple[str, ...]:
+            return job_command(protocol.system, protocol.profile, [*overrides, *budget], job.cfg.method, job.cfg.seed,
+                               [*(["--resume"] if resume else []), *(["--test-curve"] if test_curve else [])])
+
+        done = run_batch_side_by_side(jobs, command, protocol.name, parallel, progress)
     lb = leaderboard.for_config(read_rows(results_path(cfgs[0])), cfgs[0])
     written = leaderboard.write_or_say(lb, results_path(cfgs[0]).parent)
     return {"runs": [(d.job.cfg.method, d.job.cfg.seed, d.state, d.run_dir) for d in done],

@@ -64,6 +64,11 @@ def _plain_name(v: Any) -> str | None:
                             "e.g. --set {key}=my-run")
 
 
+def _thread_count(v: Any) -> str | None:
+    ok = v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1)
+    return None if ok else "config key '{key}' must be null or auto (chosen for the work), or a count >= 1, got {value}"
+
+
 def _nonzero(v: Any) -> str | None:
     return _RANGE + "a count >= 1, or -1 for all, got {value}" if v == 0 else None
 
@@ -262,6 +267,9 @@ class RunConfig(Section):
     devices: int = rule(1, _nonzero)
     num_nodes: int = rule(1, _int(1))
     strategy: str = "auto"
+    # torch threads: null or auto (chosen for the model and the usable CPUs: leads/threads.py) or a
+    # count; how a run is computed, not what: not part of its run id
+    threads: Any = rule(None, _thread_count)
     logger: str = rule("wandb", _choice("wandb", "csv", "none"))
     wandb: WandbConfig = dataclasses.field(default_factory=WandbConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)

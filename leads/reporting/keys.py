@@ -31,8 +31,8 @@ from leads.envs.errors import UserError
 
 PROTOCOL_DATA = ("seed", "n_train", "n_val", "n_test", "n_adapt_val", "n_test_heldout", "same_initial_states")
 # Keys that say where and how a run was executed, not what it computed.
-BOOKKEEPING = ("run_name", "device", "devices", "num_nodes", "strategy", "logger", "wandb", "runs_dir",
-               "results_dir")
+BOOKKEEPING = ("run_name", "device", "devices", "num_nodes", "strategy", "threads", "logger", "wandb",
+               "runs_dir", "results_dir")
 # Rows with the same values of these (and the same run and configuration) are one evaluation's:
 # a new evaluation replaces them (leads.reporting.results.append_rows).
 IDENTITY = ("run_id", "config_key", "kind", "split", "shots", "set_envs_key")

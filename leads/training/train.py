@@ -81,7 +81,7 @@ def run_id_of(cfg: Mapping[str, Any]) -> str:
         return str(cfg["run_name"])
     # The seed and run bookkeeping do not change what is trained... except the seed, which is kept.
     ident = {k: v for k, v in cfg.items() if k not in ("run_name", "device", "devices", "num_nodes",
-                                                        "strategy", "logger", "wandb", "runs_dir",
+                                                        "strategy", "threads", "logger", "wandb", "runs_dir",
                                                         "results_dir")}
     if (ident.get("train") or {}).get("compile") is not None:  # how a step is computed, like the device
         ident["train"] = {k: v for k, v in ident["train"].items() if k != "compile"}
@@ -306,7 +306,7 @@ def train(cfg: RunConfig | Mapping[str, Any], resume: bool = False, progress: bo
         _write_state(run_dir, {"train_seconds": seconds, "train_cpu_seconds": cpu_seconds, "best_ckpt": str(best_path),
                                "best_val_rel_l2": best_score, "global_step": trainer.global_step, "stop": stop,
                                "max_steps": tc["max_steps"], "max_cpu_seconds": tc["max_cpu_seconds"],
-                               "step_cpu_seconds": step_cost})
+                               "step_cpu_seconds": step_cost, "torch_threads": torch.get_num_threads()})
         if segment:
             end_segment(run_dir, segment, trainer.global_step, stop)
     return TrainedRun(run_dir, run_id, best_path, best, seconds, logger, trainer.is_global_zero, best_score,

@@ -244,7 +244,7 @@ def _explicit(n: int, source: str, cpus: CPULimit, capped: bool) -> ThreadChoice
         return ThreadChoice(n, 1, source)
     if capped:
         return ThreadChoice(cpus.count, 1, f"{source}, capped at {cpus.source}")
-    return ThreadChoice(n, 1, f"{source}; more than the {cpus.source}: oversubscribed")
+    return ThreadChoice(n, 1, f"{source}, oversubscribing {cpus.source}")
 
 
 def _count(text: str, name: str) -> int:

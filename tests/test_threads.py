@@ -96,7 +96,7 @@ def test_a_users_omp_num_threads_is_respected_even_for_large_work():
 
 def test_an_explicit_count_above_the_cpus_is_kept_and_called_oversubscribed():
     choice = choose_threads(4, SMALL, CPULimit(2, "2 usable CPUs: affinity"), environ={})
-    assert choice.threads == 4 and "oversubscribed" in choice.reason
+    assert choice.threads == 4 and "oversubscribing 2" in choice.reason
 
 
 def test_a_job_of_a_batch_never_takes_more_than_its_share():

@@ -307,3 +307,18 @@ def test_reproduce_side_by_side_skips_finished_runs_and_resumes_interrupted_ones
     assert "--resume" in specs[0].argv and all("--resume" not in s.argv for s in specs[1:])
     assert [(m, s, state) for m, s, state, _ in out["runs"]][:2] == [(cfgs[0].method, cfgs[0].seed, "finished"),
                                                                     (cfgs[1].method, cfgs[1].seed, "interrupted")]
+
+
+def test_on_a_terminal_the_jobs_lines_are_redrawn_in_place(tmp_path):
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    out = Terminal()
+    specs = [_job(tmp_path, f"t{i}", seconds=0.4) for i in range(2)]
+    run_side_by_side(specs, 2, stream=out, cpus=[0, 1], usable=2, poll_s=0.05)
+    text = out.getvalue()
+    assert "\x1b[2F\x1b[J" in text  # up over the block of two job lines, erased, drawn again
+    assert "t0: done in" in text and "t1: done in" in text
+    last = text.rsplit("\x1b[J", 1)[-1]
+    assert "training x" not in last  # the block is gone once every job has ended

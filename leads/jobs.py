@@ -3,7 +3,6 @@ optional few-shot curve and context probe, figures, result rows, W&B, a printed 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -33,10 +32,16 @@ from leads.models.forecaster import Forecaster
 from leads.models.methods import resolve_method
 from leads.models.physics import method_label
 from leads.reporting import leaderboard, plots
+from leads.reporting.identification import (
+    identification_rows,
+    parameters_entry,
+    summary_entry,
+    summary_lines,
+    wandb_keys,
+)
 from leads.reporting.keys import config_key, protocol_key
 from leads.reporting.published import headline_metric
 from leads.reporting.results import (
-    ALL,
     append_rows,
     git_commit,
     now,
@@ -300,11 +305,12 @@ def evaluation_rows(cfg: Mapping[str, Any], info: dict[str, Any], ev: Evaluation
     """Every number of ``ev`` as results rows (see :mod:`leads.reporting.results`)."""
     system = system_of(cfg)
     base = {**info, "kind": "in_domain", "shots": None, "set_envs_key": info["train_envs_key"],
-            "adapt_steps": None, "adapt_best_step": None, "adapt_seconds": None, "n_adapted_params": None}
+            "adapt_steps": None, "adapt_best_step": None, "adapt_seconds": None, "n_adapted_params": None,
+            "adapt_stop": None}
     refit = ev.refit  # in-domain rows of a refit carry its steps, like an adaptation's
     own = base if refit is None else {**base, "shots": refit.shots, "adapt_steps": refit.steps,
                                       "adapt_best_step": refit.best_step, "adapt_seconds": refit.seconds,
-                                      "n_adapted_params": refit.n_adapted_params}
+                                      "adapt_stop": refit.stop, "n_adapted_params": refit.n_adapted_params}
     rows = score_rows(own, "in_domain", ev.in_domain, [env_label(e) for e in system.train_envs])
     results = list(ev.heldout.values()) + [r for by_k in ev.few_shot.values() for r in by_k.values()]
     seen: set[int] = set()
@@ -315,35 +321,12 @@ def evaluation_rows(cfg: Mapping[str, Any], info: dict[str, Any], ev: Evaluation
         a = r.adapted
         held = {**base, "kind": "heldout", "shots": a.shots, "set_envs_key": envs_key(system, r.envs),
                 "adapt_steps": a.steps, "adapt_best_step": a.best_step, "adapt_seconds": a.seconds,
-                "n_adapted_params": a.n_adapted_params}
+                "n_adapted_params": a.n_adapted_params, "adapt_stop": a.stop}
         rows += score_rows(held, r.name, r.scores, [env_label(e) for e in r.envs])
         if r.identified is not None:
-            rows += identification_rows({**held, "kind": "identification"}, r.name, r.envs, r.identified)
+            rows += identification_rows({**held, "kind": "identification"}, r.name, r.envs, r.identified, r.poor_fit)
     if ev.probe is not None:
         rows += probe_rows({**base, "kind": "probe"}, ev.probe)
-    return rows
-
-
-def identification_rows(base: dict[str, Any], split: str, envs: list[Any],
-                        identified: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The physical parameters identified on a held-out set: per environment and parameter the
-    estimate (``value``) with its ``true`` value and ``rel_error``; and ``param_rel_error`` rows,
-    per environment and over all (``environment == "all"``), the mean relative error over
-    parameters."""
-    rows = []
-    errors = []
-    for env, row in zip(envs, identified, strict=True):
-        label = env_label(env)
-        for p, ident in row.items():
-            rows.append({**base, "split": split, "environment": label, "metric": f"param/{p}",
-                         "value": ident.estimate, "true": ident.true, "rel_error": ident.rel_error, "std": 0.0,
-                         "n_traj": None})
-        env_errors = [ident.rel_error for ident in row.values()]
-        errors += env_errors
-        rows.append({**base, "split": split, "environment": label, "metric": "param_rel_error",
-                     "value": float(np.mean(env_errors)), "std": float(np.std(env_errors)), "n_traj": None})
-    rows.append({**base, "split": split, "environment": ALL, "metric": "param_rel_error",
-                 "value": float(np.mean(errors)), "std": float(np.std(errors)), "n_traj": None})
     return rows
 
 
@@ -390,12 +373,11 @@ def _summary(info: dict[str, Any], run_dir: str, ev: Evaluation, cfg: Mapping[st
         entry["diverged"] = s.divergence()
         if a is not None:
             entry.update(adapt_steps=a.steps, adapt_seconds=a.seconds, adapted_params_per_env=a.n_adapted_params,
-                         shots=a.shots)
+                         shots=a.shots, adapt_stop=a.stop)
         out["splits"][name] = entry
     out["few_shot"] = {n: {k: r.scores.summary("rel_l2") for k, r in by_k.items()} for n, by_k in ev.few_shot.items()}
-    out["identified"] = {n: {env_label(e): {p: dataclasses.asdict(i) for p, i in row.items()}
-                             for e, row in zip(r.envs, r.identified, strict=True)}
-                         for n, r in ev.heldout.items() if r.identified is not None}
+    out["identified"] = {n: parameters_entry(r) for n, r in ev.heldout.items() if r.identified is not None}
+    out["identification"] = {n: summary_entry(r) for n, r in ev.heldout.items() if r.identified is not None}
     if ev.probe is not None:
         out["probe_r2"] = ev.probe.r2
     return out
@@ -466,21 +448,20 @@ def format_summary(summary: dict[str, Any]) -> str:
     extra = headline is not None and headline[0] != "rel_l2"
     cols = f"{'split':<16}{'rel L2 (0,T]':>22}{'rel L2 (T,2T]':>22}"
     cols += f"{headline[0]:>22}" if extra else ""
-    lines.append(cols + f"{'MSE (0,T]':>22}{'adapt':>16}  diverged")
+    lines.append(cols + f"{'MSE (0,T]':>22}{'adapt':>23}  diverged")
     for name, e in summary["splits"].items():
         adapt = f"{e['adapt_steps']} st {e['adapt_seconds']:.1f}s" if "adapt_steps" in e else "—"
+        if e.get("adapt_stop") == "capped":  # stopped by its step budget: not converged
+            adapt += " capped"
         row = f"{name:<16}{_ms(e['rel_l2']):>22}{_ms(e['rel_l2_extrap']):>22}"
         row += f"{_ms(e[headline[0]]):>22}" if extra else ""
-        lines.append(row + f"{_ms(e['mse']):>22}{adapt:>16}  {e.get('diverged') or '—'}")
+        lines.append(row + f"{_ms(e['mse']):>22}{adapt:>23}  {e.get('diverged') or '—'}")
     if extra:
         lines.append(f"{headline[0]}: {headline[1]} (the published protocol's metric)")
     for name, by_k in summary.get("few_shot", {}).items():
         lines.append(f"few-shot {name}: " + ", ".join(f"k={k} {_ms(v)}" for k, v in sorted(by_k.items())))
     for name, by_env in summary.get("identified", {}).items():
-        lines.append(f"physical parameters identified on {name} (estimate, true, relative error):")
-        for env, params in by_env.items():
-            lines.append(f"  {env}: " + ", ".join(f"{p} {v['estimate']:.4g} ({v['true']:.4g}, {v['rel_error']:.1%})"
-                                                  for p, v in params.items()))
+        lines += summary_lines(name, by_env, summary.get("identification", {}).get(name))
     for name, r2 in summary.get("probe_r2", {}).items():
         lines.append(f"context probe R² on {name}: " + ", ".join(f"{p} {_stat(v, '.2f')}" for p, v in r2.items()))
     return "\n".join(lines)
@@ -515,8 +496,7 @@ def _log_wandb(exp: Any, cfg: Mapping[str, Any], summary: dict[str, Any], figure
     if np.isfinite(summary.get("best_val_rel_l2", np.nan)):
         flat["val/best_rel_l2"] = summary["best_val_rel_l2"]
     flat.update({f"probe_r2/{s}/{p}": v for s, r2 in summary.get("probe_r2", {}).items() for p, v in r2.items()})
-    flat.update({f"identified/{s}/{p}_rel_error": float(np.mean([params[p]["rel_error"] for params in by_env.values()]))
-                 for s, by_env in summary.get("identified", {}).items() for p in next(iter(by_env.values()))})
+    flat.update(wandb_keys(summary))
     lb = leaderboard.for_config(read_rows(results_path(cfg)), cfg)
     exp.log({**flat, **{f"figures/{k}": wandb.Image(str(p)) for k, p in figures.items()},
              "leaderboard": leaderboard.wandb_table(lb)})

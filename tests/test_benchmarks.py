@@ -15,7 +15,8 @@ from leads.evaluation.adaptation import adapt_to_new_environments
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ["datagen.py", "train_speed.py", "adapt_speed.py", "surrogate.py", "main_job.py", "burgers_accuracy.py",
-           "kolmogorov_accuracy.py", "physics_integrator.py", "residual_fit.py", "curves.py", "step_variants.py"]
+           "kolmogorov_accuracy.py", "physics_integrator.py", "residual_fit.py", "curves.py", "step_variants.py",
+           "identification.py"]
 
 
 def _latest_checkpoint():

@@ -360,15 +360,24 @@ def test_identified_parameters_reach_rows_summary_leaderboard_and_wandb(tmp_path
             assert r["true"] == pytest.approx(env[p]) and r["rel_error"] == pytest.approx(
                 abs(r["value"] - env[p]) / env[p], rel=1e-6)
         overall = [r for r in rows if r["split"] == name and r["environment"] == "all"]
-        assert len(overall) == 1 and overall[0]["value"] == pytest.approx(
-            sum(r["rel_error"] for r in per_param) / len(per_param))
-    assert "physical parameters identified on interp" in capsys.readouterr().out
+        mean, = [r for r in overall if r["metric"] == "param_rel_error"]
+        largest, = [r for r in overall if r["metric"] == "param_rel_error_max"]
+        assert mean["value"] == pytest.approx(sum(r["rel_error"] for r in per_param) / len(per_param))
+        worst = max(per_param, key=lambda r: r["rel_error"])  # every parameter is determined here
+        assert all(r["determined"] for r in per_param)
+        assert largest["value"] == pytest.approx(worst["rel_error"])
+        assert (largest["worst_environment"], largest["worst_parameter"]) == (
+            worst["environment"], worst["metric"].split("/")[1])
+    printed = capsys.readouterr().out
+    assert "physical parameters identified on interp" in printed and "; worst " in printed
     assert set(out["summary"]["identified"]) == {"interp", "extrap"}
     lb = leaderboard.build(read_rows(results_path(cfg)), "lotka_volterra", "quick")
     (line,) = lb.lines
     assert line.physics_aware and line.method == "phys[all]" and not math.isnan(line.param_error)
+    assert line.param_error_max == pytest.approx(max(r["value"] for r in rows if r["metric"] == "param_rel_error_max"))
     assert line.trained_params == 4 * len(system.train_envs)  # the rates alone: no network trained
     md = leaderboard.to_markdown(lb)
     assert "physical params rel. error" in md and "Physics-aware rows" in md
     history = logged(out["run"].run_dir)["history"]
     assert any(k.startswith("identified/interp/") for k in history), sorted(history)
+    assert "identified/interp/max_rel_error" in history, sorted(history)

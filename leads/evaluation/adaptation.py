@@ -13,9 +13,18 @@ errors has not fallen by ``adapt.min_rel_improvement`` (relative) for ``adapt.pa
 The same independence lets several held-out sets be adapted in one optimisation
 (:func:`split_environments` then gives each set its own module; ``leads.evaluation.heldout``).
 
-The optimizer (``adapt.optimizer``, default ``auto``: L-BFGS for contexts, Adam for weight
-tensors; Levenberg-Marquardt on request) is one of ``leads.evaluation.optimizers.OPTIMIZERS``;
-this module drives it: validation checks, the rows kept, patience and backtracking.
+The optimizer (``adapt.optimizer``, default ``auto``: Adam for weight tensors, L-BFGS for
+contexts, Levenberg-Marquardt for physical parameters alone) is one of
+``leads.evaluation.optimizers.OPTIMIZERS``; this module drives it: validation checks, the rows
+kept, patience and backtracking.
+
+Adaptation says why it stopped (``Adapted.stop``, one of ``STOPS``): ``converged`` (the optimizer
+found no step that lowers the objective), ``plateau`` (validation stopped improving: the
+patience rule above), ``capped`` (the step budget ran out first: the parameters may still be
+far from the optimum, and are never reported as converged) or ``non_finite`` (every backtrack
+below left the finite region). Where the model has learned physical parameters, their standard
+errors from the fit say how well the fitted trajectories determine each one
+(``leads.evaluation.identifiability``).
 
 A step that makes the rollout loss non-finite (a whole network moved too far for a long
 rollout) is undone: the last finite parameters are restored and the learning rate is divided by
@@ -37,6 +46,7 @@ import torch
 from leads.config.schema import AdaptConfig
 from leads.datasets.progress import Progress
 from leads.envs.errors import UserError
+from leads.evaluation.identifiability import relative_standard_errors
 from leads.evaluation.metrics import relative_l2
 from leads.evaluation.optimizers import AdaptOptimizer, Problem, optimizer_for
 from leads.evaluation.optimizers import torch_optimizer as _make_optimizer  # noqa: F401 (tests build one)
@@ -45,6 +55,8 @@ from leads.models.forecaster import Forecaster
 
 BACKTRACK_FACTOR = 10.0
 MAX_BACKTRACKS = 6
+STOPS = ("converged", "plateau", "capped", "non_finite", "nothing_to_fit")
+CONVERGED = ("converged", "plateau")  # the stops that are not cut short
 
 
 @dataclass
@@ -59,6 +71,15 @@ class Adapted:
     lr: float = math.nan   # the learning rate in use at the end (lower than at the start after backtracking)
     optimizer: str = ""
     val_rel_l2_per_env: list[float] | None = None  # each environment's kept validation error
+    stop: str = "nothing_to_fit"  # why adaptation stopped: one of STOPS
+    # per environment, each learned physical parameter's standard error from the fit relative to
+    # its value (inf: the fitted trajectories do not determine it); None without learned physics
+    physics_rel_std_errors: list[list[float]] | None = None
+
+    @property
+    def converged(self) -> bool:
+        """Whether adaptation stopped at a minimum or a validation plateau, not at its step cap."""
+        return self.stop in CONVERGED
 
 
 def adapt_to_new_environments(
@@ -115,7 +136,7 @@ def adapt_to_new_environments(
     device = new.u_mean.device
     xv, envv = (a.to(device) for a in flatten_trajectories(val_states))
     if not params:  # zero-shot method: nothing to fit, its validation error is still reported
-        by_env = _val_errors_by_env(new, xv, t.to(device, xv.dtype), envv, n_env)
+        by_env = validation_errors_by_env(new, xv, t.to(device, xv.dtype), envv, n_env)
         return Adapted(new.eval(), 0, 0, time.perf_counter() - start, float(by_env.mean()), 0, shots,
                        val_rel_l2_per_env=by_env.tolist())
     for p in params:
@@ -128,23 +149,27 @@ def adapt_to_new_environments(
     pc = new.cfg.physics
     if reset:  # a refit starts from trained values: nothing to search
         new.search_physics(adapt_states[:, :shots], t, int(pc.starts), int(pc.start_steps), int(new.cfg.seed))
-    kind = optimizer_for(cfg, new.adapts_weights)
     problem = Problem(new, params, x, t, env, n_env, lambda: _loss(new, x, t, env),
                       stacked_by_environment(params, n_env), {id(p) for p in new.physics_parameters()})
+    kind = optimizer_for(cfg, problem)
     kind.check(problem)
     validation = _Validation(new, xv, t, envv, n_env, on_check)
     n_steps = _for_weights(cfg, "steps", new.adapts_weights)
     bar = Progress(f"adapting {label} ({n_env} environments, {n_per_env} parameters each)", n_steps, "steps",
                    enabled=progress)
-    step, best_step, best, lr = _descend(problem, kind, cfg, validation, n_steps,
-                                         _for_weights(cfg, "patience", new.adapts_weights), bar)
+    step, best_step, best, lr, stop = _descend(problem, kind, cfg, validation, n_steps,
+                                               _for_weights(cfg, "patience", new.adapts_weights), bar)
     for p in params:
         p.requires_grad_(False)
+    paused = time.perf_counter()  # a diagnosis of the fit, not part of it
+    rel_se = relative_standard_errors(new, x, t, env, n_env)
+    validation.excluded += time.perf_counter() - paused
     seconds = time.perf_counter() - start - validation.excluded
     kept = float(best.mean())
-    bar.close(f"{step} steps in {seconds:.0f} s, validation relative L2 {kept:.3g} (kept rows up to step {best_step})")
+    bar.close(f"{step} steps in {seconds:.0f} s ({stop}), validation relative L2 {kept:.3g} "
+              f"(kept rows up to step {best_step})")
     return Adapted(new.eval(), step, best_step, seconds, kept, n_per_env, shots, lr, kind.name,
-                   [float(e) for e in best])
+                   [float(e) for e in best], stop, None if rel_se is None else rel_se.tolist())
 
 
 def _copy_for(module: Forecaster, env_names: list[str], envs: list[dict[str, float]] | None, init: str,
@@ -174,7 +199,7 @@ class _Validation:
 
     def __call__(self, step: int) -> torch.Tensor:
         """``(n_env,)`` mean validation relative L2 per environment (inf where not finite)."""
-        by_env = _val_errors_by_env(self.module, self.xv, self.t, self.envv, self.n_env)
+        by_env = validation_errors_by_env(self.module, self.xv, self.t, self.envv, self.n_env)
         if self.on_check is not None:
             paused = time.perf_counter()
             self.on_check(step, self.module)
@@ -183,14 +208,14 @@ class _Validation:
 
 
 def _descend(problem: Problem, kind: type[AdaptOptimizer], cfg: AdaptConfig, validation: _Validation,
-             n_steps: int, patience: int, bar: Progress) -> tuple[int, int, torch.Tensor, float]:
+             n_steps: int, patience: int, bar: Progress) -> tuple[int, int, torch.Tensor, float, str]:
     """Up to ``n_steps`` steps of ``kind``, validation checked every ``cfg.val_every`` steps and
     when the optimizer stalls; the kept parameters (each environment's best row when
     ``problem.stacked``, else the best check's) are left in ``problem.params``.
 
     Returns:
         The steps taken, the last step whose parameters were kept, the kept validation error
-        per environment and the learning rate in use at the end.
+        per environment, the learning rate in use at the end and why it stopped (``STOPS``).
     """
     params = problem.params
     lr = kind.start_lr(cfg, problem.module.adapts_weights)
@@ -200,6 +225,7 @@ def _descend(problem: Problem, kind: type[AdaptOptimizer], cfg: AdaptConfig, val
     reference, since = float(best.mean()), 0  # the kept mean at the last significant improvement
     last_finite, backtracks = best_state, 0
     bar.update(0, val_rel_l2=float(best.mean()))
+    stop = "capped"
     for step in range(1, n_steps + 1):
         problem.module.train()
         before = _snapshot(params)
@@ -208,6 +234,7 @@ def _descend(problem: Problem, kind: type[AdaptOptimizer], cfg: AdaptConfig, val
             last_finite = before
         if not torch.isfinite(loss) or not all(bool(torch.isfinite(p).all()) for p in params):
             if backtracks == MAX_BACKTRACKS:
+                stop = "non_finite"
                 break
             backtracks += 1
             _restore(params, last_finite)
@@ -230,11 +257,12 @@ def _descend(problem: Problem, kind: type[AdaptOptimizer], cfg: AdaptConfig, val
                 since += 1
             bar.set(step, val_rel_l2=kept)
             if since >= patience or opt.stalled:
+                stop = "converged" if opt.stalled else "plateau"
                 break
         else:
             bar.set(step)
     _restore(params, best_state)
-    return step, best_step, best, lr
+    return step, best_step, best, lr, stop
 
 
 def stacked_by_environment(params: list[torch.nn.Parameter], n_env: int) -> bool:
@@ -271,8 +299,8 @@ def split_environments(module: Forecaster, adapted: Forecaster, groups: list[lis
     return out
 
 
-def _val_errors_by_env(module: Forecaster, xv: torch.Tensor, t: torch.Tensor, envv: torch.Tensor,
-                       n_env: int) -> torch.Tensor:
+def validation_errors_by_env(module: Forecaster, xv: torch.Tensor, t: torch.Tensor, envv: torch.Tensor,
+                             n_env: int) -> torch.Tensor:
     """``(n_env,)`` float64 on the CPU: each environment's mean validation relative L2 (inf where
     a rollout is not finite)."""
     module.eval()

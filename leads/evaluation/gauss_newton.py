@@ -74,12 +74,11 @@ class LevenbergMarquardt:
             offset += k
         return out
 
-    def normal_equations(self, values: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor,
-                                                                                   torch.Tensor]:
+    def linearised(self, values: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """At the current parameters (``values``: a copy of them, when the caller has one): the
-        objective, and per environment the Gauss-Newton matrix ``(n_env, P, P)`` of its trajectory
-        term and the gradient ``(n_env, P)`` of the whole objective."""
-        module, x, env = self.module, self.x, self.env
+        rollouts ``(n, n_t, *state)``, the residuals ``(n, m)`` (float64) and their derivatives
+        ``(P, n, m)`` along each parameter of an environment (float64)."""
+        module, x = self.module, self.x
         values = [p.detach().clone() for p in self.params] if values is None else values
 
         def rollout_and_tangent(*directions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,6 +90,25 @@ class LevenbergMarquardt:
         # at t > 0 in normalised units.
         r = module.residuals(pred, x).double()                                      # (n, m)
         Jr = (J[:, :, 1:] / module.u_std.unsqueeze(0)).flatten(2).double()          # (P, n, m)
+        return pred, r, Jr
+
+    def least_squares(self, values: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor,
+                                                                               torch.Tensor]:
+        """Per environment, the trajectory term as a least-squares problem: ``J^T J``
+        ``(n_env, P, P)``, the residual sum of squares ``(n_env,)`` and the number of residuals
+        ``(n_env,)`` (float64)."""
+        _, r, Jr = self.linearised(values)
+        onehot = torch.nn.functional.one_hot(self.env, self.n_env).double()        # (n, n_env)
+        jtj = torch.einsum("pnm,qnm,ne->epq", Jr, Jr, onehot)
+        return jtj, onehot.T @ r.square().sum(1), onehot.sum(0) * r.shape[1]
+
+    def normal_equations(self, values: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                   torch.Tensor]:
+        """At the current parameters (``values``: a copy of them, when the caller has one): the
+        objective, and per environment the Gauss-Newton matrix ``(n_env, P, P)`` of its trajectory
+        term and the gradient ``(n_env, P)`` of the whole objective."""
+        module, x, env = self.module, self.x, self.env
+        pred, r, Jr = self.linearised(values)
         scale = 2.0 / r.numel()  # d/dtheta of mean_n mean_m r^2
         onehot = torch.nn.functional.one_hot(env, self.n_env).double()             # (n, n_env)
         H = scale * torch.einsum("pnm,qnm,ne->epq", Jr, Jr, onehot)                 # (n_env, P, P)

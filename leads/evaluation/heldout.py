@@ -33,7 +33,14 @@ from leads.datasets.h5 import Trajectories, load_split
 from leads.datasets.splits import check_set_name
 from leads.envs.base import Env, System, env_label, envs_key
 from leads.envs.errors import UserError
-from leads.evaluation.adaptation import Adapted, adapt_to_new_environments, split_environments, stacked_by_environment
+from leads.evaluation.adaptation import (
+    Adapted,
+    adapt_to_new_environments,
+    split_environments,
+    stacked_by_environment,
+    validation_errors_by_env,
+)
+from leads.evaluation.identification import Identified, identify, poor_fits
 from leads.evaluation.scoring import Scores, score
 from leads.models.forecaster import Forecaster
 
@@ -141,35 +148,10 @@ class SetResult:
     adapted: Adapted
     test: Trajectories | None  # kept for figures; None where not needed
     identified: list[dict[str, Identified]] | None = None  # per environment, for learned physical parameters
-
-
-@dataclass(frozen=True)
-class Identified:
-    """A physical parameter of a new environment: adapted estimate, true value, relative error."""
-
-    estimate: float
-    true: float
-    rel_error: float
-
-
-def identify(module: Forecaster, envs: list[Env]) -> list[dict[str, Identified]] | None:
-    """The learned physical parameters of ``module``'s environments against ``envs``' true ones;
-    None without learned known terms."""
-    physics = module.physics
-    if physics is None or not physics.learned_names:
-        return None
-    truth = physics.true_values(envs).double()
-    out = []
-    for e, est in enumerate(physics.estimates()):
-        row = {}
-        for i, (name, learned) in enumerate(zip(physics.names, physics.learned, strict=True)):
-            if not learned:  # known, not identified
-                continue
-            true = float(truth[e, i])
-            err = abs(est[name] - true) / abs(true) if true else abs(est[name])
-            row[name] = Identified(est[name], true, err)
-        out.append(row)
-    return out
+    # per environment: fitted POOR_FIT times worse on its validation trajectories than the model
+    # fits its training environments (leads.evaluation.identification)
+    poor_fit: list[bool] | None = None
+    reference_val_rel_l2: float = math.nan  # the model's validation error on its training environments
 
 
 def _load(system: System, cfg: Mapping[str, Any], split: str, name: str, envs: list[Env]) -> Trajectories:
@@ -177,12 +159,26 @@ def _load(system: System, cfg: Mapping[str, Any], split: str, name: str, envs: l
     return load_split(ensure_split(system, cfg["data"], split, None if named else envs))
 
 
+def in_domain_val_error(module: Forecaster, cfg: Mapping[str, Any]) -> float:
+    """``module``'s mean validation relative L2 on its training environments (the ``val``
+    split): the reference a new environment's fit is compared with."""
+    val = load_split(ensure_split(system_of(cfg), cfg["data"], "val"))
+    device = module.u_mean.device
+    x = val.states.flatten(0, 1).to(device)
+    env = torch.arange(val.states.shape[0], device=device).repeat_interleave(val.states.shape[1])
+    t = torch.as_tensor(val.t, dtype=x.dtype, device=device)
+    return float(validation_errors_by_env(module, x, t, env, val.states.shape[0]).mean())
+
+
 def evaluate_heldout(module: Forecaster, cfg: Mapping[str, Any], name: str, envs: list[Env] | None = None,
-                     shots: int | None = None, keep_test: bool = True, progress: bool | None = None) -> SetResult:
+                     shots: int | None = None, keep_test: bool = True, progress: bool | None = None,
+                     reference: float | None = None) -> SetResult:
     """Adapt on ``adapt_<name>`` (stopping on ``val_<name>``), then score on ``test_<name>``.
 
-    The test file is read only once adaptation is final."""
+    The test file is read only once adaptation is final. ``reference``: ``module``'s
+    :func:`in_domain_val_error` (computed when not given)."""
     system = system_of(cfg)
+    reference = in_domain_val_error(module, cfg) if reference is None else reference
     envs = system.heldout[name] if envs is None else envs
     adapt = _load(system, cfg, f"adapt_{name}", name, envs)
     val = _load(system, cfg, f"val_{name}", name, envs)
@@ -190,18 +186,20 @@ def evaluate_heldout(module: Forecaster, cfg: Mapping[str, Any], name: str, envs
     adapted = adapt_to_new_environments(module, adapt.states, val.states, t, [env_label(e) for e in envs],
                                         cfg["adapt"], shots, envs=envs, progress=progress, label=name)
     del adapt, val
-    return _scored(cfg, name, envs, adapted, keep_test, progress)
+    return _scored(cfg, name, envs, adapted, keep_test, progress, reference)
 
 
 def _scored(cfg: Mapping[str, Any], name: str, envs: list[Env], adapted: Adapted, keep_test: bool,
-            progress: bool | None) -> SetResult:
+            progress: bool | None, reference: float) -> SetResult:
     from leads.datasets.progress import announce
 
     system = system_of(cfg)
     test = _load(system, cfg, f"test_{name}", name, envs)
     announce(f"scoring {name}: {test.states.shape[0] * test.states.shape[1]} test trajectories", progress)
     scores = score(adapted.module, test.states, test.t, system.horizon)
-    return SetResult(name, envs, scores, adapted, test if keep_test else None, identify(adapted.module, envs))
+    poor = None if adapted.val_rel_l2_per_env is None else poor_fits(adapted.val_rel_l2_per_env, reference)
+    return SetResult(name, envs, scores, adapted, test if keep_test else None,
+                     identify(adapted.module, envs, adapted.physics_rel_std_errors), poor, reference)
 
 
 def evaluate_heldout_sets(module: Forecaster, cfg: Mapping[str, Any], sets: Mapping[str, list[Env]],
@@ -216,9 +214,10 @@ def evaluate_heldout_sets(module: Forecaster, cfg: Mapping[str, Any], sets: Mapp
     Each set's ``Adapted`` then reports the joint steps, its share of the joint seconds (in
     proportion to its number of environments) and its own environments' validation error."""
     sets = dict(sets)
+    reference = in_domain_val_error(module, cfg)
 
     def one_by_one() -> dict[str, SetResult]:
-        return {name: evaluate_heldout(module, cfg, name, envs, shots, keep_test, progress)
+        return {name: evaluate_heldout(module, cfg, name, envs, shots, keep_test, progress, reference)
                 for name, envs in sets.items()}
 
     if not (cfg["adapt"].get("joint", True) and len(sets) > 1 and
@@ -247,11 +246,12 @@ def evaluate_heldout_sets(module: Forecaster, cfg: Mapping[str, Any], sets: Mapp
         start += len(envs)
     parts = split_environments(module, joint_adapted.module, groups, list(sets.values()))
     out = {}
-    per_env = joint_adapted.val_rel_l2_per_env
+    per_env, rel_se = joint_adapted.val_rel_l2_per_env, joint_adapted.physics_rel_std_errors
     for (name, envs), rows, part in zip(sets.items(), groups, parts, strict=True):
         mine = None if per_env is None else [per_env[i] for i in rows]
         adapted = dataclasses.replace(
             joint_adapted, module=part, seconds=joint_adapted.seconds * len(rows) / len(all_envs),
-            best_val_rel_l2=float(sum(mine) / len(mine)) if mine else math.nan, val_rel_l2_per_env=mine)
-        out[name] = _scored(cfg, name, envs, adapted, keep_test, progress)
+            best_val_rel_l2=float(sum(mine) / len(mine)) if mine else math.nan, val_rel_l2_per_env=mine,
+            physics_rel_std_errors=None if rel_se is None else [rel_se[i] for i in rows])
+        out[name] = _scored(cfg, name, envs, adapted, keep_test, progress, reference)
     return out

@@ -67,6 +67,7 @@ class Line:
     train_seconds: float
     heldout: float        # what the ranking uses
     param_error: float = math.nan  # identified physical parameters: mean relative error on held-out sets
+    param_error_max: float = math.nan  # and the largest, over environments, parameters, sets and seeds
     physics_aware: bool = False    # uses known terms of the equations
     external: bool = False         # predictions scored from another codebase (run.py score)
     config_key: str = ""
@@ -301,7 +302,9 @@ def _line(method: str, mine: list[dict[str, Any]], sets: list[str], identified: 
         adapt_seconds=_mean(r.get("adapt_seconds") for r in held),
         trained_params=_mean(r.get("n_trained_params") for r in one_per_seed.values()),
         train_seconds=_mean(r.get("train_seconds") for r in one_per_seed.values()),
-        heldout=math.nan, param_error=_mean(r["value"] for r in identified),
+        heldout=math.nan, param_error=_mean(r["value"] for r in identified if r["metric"] == "param_rel_error"),
+        param_error_max=max((r["value"] for r in identified if r["metric"] == "param_rel_error_max"
+                             and not math.isnan(r["value"])), default=math.nan),
         physics_aware=any(r.get("physics_aware") for r in mine), external=any(r.get("external") for r in mine),
         config_key=str(first["config_key"]), profiles=sorted({str(r.get("profile")) for r in mine}),
         train_steps=[int(r["train_steps"]) for r in one_per_seed.values() if r.get("train_steps")],
@@ -341,7 +344,7 @@ def build(rows: list[dict[str, Any]], system: str, protocol: ProtocolId | str | 
     for method, key in sorted({(r["method"], r["config_key"]) for r in scored}):
         mine = [r for r in rows if r["method"] == method and r["config_key"] == key]
         identified = [r for r in mine if r["kind"] == "identification" and r["environment"] == ALL
-                      and r["metric"] == "param_rel_error"]
+                      and r["metric"] in ("param_rel_error", "param_rel_error_max")]
         lines.append(_line(method, [r for r in mine if r["kind"] != "identification"], sets, identified))
     has = {id(ln): {s for s in sets if not math.isnan(ln.cells[s][0]) or s in ln.diverged} for ln in lines}
     rank_sets = [s for s in sets if all(s in has[id(ln)] for ln in lines if has[id(ln)])]
@@ -432,7 +435,7 @@ def to_markdown(lb: Leaderboard) -> str:
     identifies = any(not math.isnan(ln.param_error) for ln in lb.lines)
     head = ["rank", "method", "profile", "training budget", "seeds", *_headers(lb), "params adapted / env",
             "adapt s", "params trained", "train s"]
-    head += ["physical params rel. error"] if identifies else []
+    head += ["physical params rel. error (worst)"] if identifies else []
     ranked = (f"the mean held-out relative L2 over: {', '.join(lb.rank_sets)}" if lb.rank_sets else
               "in-domain relative L2 (no held-out sets)" if not lb.sets else
               "the mean held-out relative L2 (no held-out set common to all methods)")
@@ -448,7 +451,8 @@ def to_markdown(lb: Leaderboard) -> str:
                                       *[_cell(ln, c) for c in cols],
                                       _fmt_num(ln.adapted_params, ".0f"), _fmt_num(ln.adapt_seconds, ".1f"),
                                       _fmt_num(ln.trained_params, ".0f"), _fmt_num(ln.train_seconds, ".0f"),
-                                      *([_fmt_num(ln.param_error, ".2%")] if identifies else [])]) + " |")
+                                      *([f"{_fmt_num(ln.param_error, '.2%')} ({_fmt_num(ln.param_error_max, '.2%')})"]
+                                        if identifies else [])]) + " |")
     diverged = [ln for ln in lb.lines if ln.any_diverged]
     if diverged:
         out += ["", "† Forecasts that diverged (became non-finite), scored up to the time they did; a line with any "
@@ -463,7 +467,7 @@ def to_markdown(lb: Leaderboard) -> str:
         out += ["", "Physics-aware rows (`phys[terms]`) use those known terms of the equations with per-environment "
                 "physical parameters, plus the method as a learned residual (docs/physics.md); the parameter "
                 "error is that of the parameters identified on the held-out sets (mean over parameters, "
-                "environments, sets and seeds)."]
+                "environments, sets and seeds; in brackets the largest of a parameter the fit determines)."]
     if any(ln.keys_derived for ln in lb.lines):
         out += ["", "Some rows were written before rows recorded their configuration: their lines group runs by "
                 "profile and training steps, which may hold more than one configuration."]
@@ -522,7 +526,7 @@ def table(lb: Leaderboard) -> tuple[list[str], list[list[Any]]]:
     head += [f"{c}_{s}" for c in cols for s in ("mean", "std")]
     head += [f"{c}_diverged_fraction" for c in ("in_domain", *lb.sets)] + ["diverged_first_at"]
     head += ["heldout_mean", "params_adapted_per_env", "adapt_seconds", "params_trained", "train_seconds",
-             "physics_aware", "param_rel_error"]
+             "physics_aware", "param_rel_error", "param_rel_error_max"]
     data = []
     for i, ln in enumerate(lb.lines, 1):
         fractions = [ln.diverged[c].n_diverged / max(ln.diverged[c].n_traj, 1) if c in ln.diverged else 0.0
@@ -533,7 +537,7 @@ def table(lb: Leaderboard) -> tuple[list[str], list[list[Any]]]:
                      ln.declared.get("train_steps", math.nan), ln.declared.get("train_seconds", math.nan),
                      len(ln.seeds), *[v for c in cols for v in ln.cells[c]], *fractions, first, ln.heldout,
                      ln.adapted_params, ln.adapt_seconds, ln.trained_params, ln.train_seconds, ln.physics_aware,
-                     ln.param_error])
+                     ln.param_error, ln.param_error_max])
     return head, data
 
 

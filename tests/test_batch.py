@@ -65,9 +65,10 @@ def test_an_interrupted_batch_is_finished_by_the_same_command(tmp_path, seed):
     assert done.returncode == 0, done.stderr[-3000:]
     rows = _one_row_per_run_and_split(tmp_path, 3)
     assert done.stdout.count("[") >= 3 and "[3/3] lotka_volterra: lowrank seed 2" in done.stdout
-    again = run_py(args)  # nothing left to do: every run skipped, no row written
-    assert again.returncode == 0 and again.stdout.count(", skipped") == 3
-    assert _one_row_per_run_and_split(tmp_path, 3) == rows
+    if seed == 0:  # once: nothing left to do, every run skipped, no row written
+        again = run_py(args)
+        assert again.returncode == 0 and again.stdout.count(", skipped") == 3
+        assert _one_row_per_run_and_split(tmp_path, 3) == rows
 
 
 def test_the_continue_command_of_a_batch_is_the_batch_command():

@@ -293,7 +293,8 @@ def test_one_table_across_the_profiles_of_a_protocol():
                          **geps), "ext", run_id="external-geps_code-s0", external=True, train_steps=None,
                    train_seconds=None, declared_train_steps=30000, declared_train_seconds=600.0)
     rows += _keyed(_rows("lowrank", 0, splits, profile="paper", **geps), "text", run_id="lowrank-0-text")
-    boards = [leaderboard.build(rows, "gray_scott", p) for p in ("paper_code", "paper_code_cpu", "paper_code_cpu_hour")]
+    profiles = ("paper_code", "paper_code_cpu", "paper_code_cpu_hybrid")
+    boards = [leaderboard.build(rows, "gray_scott", p) for p in profiles]
     assert len({leaderboard.to_markdown(lb) for lb in boards}) == 1  # the same table from any of its profiles
     lb = boards[0]
     assert lb.profile == "paper_code" and leaderboard.file_stem(lb) == "leaderboard_paper_code"
@@ -357,3 +358,19 @@ def test_the_leaderboard_is_printed_when_its_files_cannot_be_written(tmp_path, c
     out = capsys.readouterr().out
     assert "| 1 | good | quick |" in out
     assert f"not written: {results / 'gray_scott' / 'leaderboard_quick.md'}" in out and "the table above" in out
+
+
+def test_rows_of_a_profile_with_data_settings_of_their_own_get_a_table_that_says_so():
+    # e.g. `run.py --env gray_scott --set data.n_test=2`: not the quick protocol as configured
+    rows = [{**r, "protocol_key": "0123456789ab", "config_key": "c"} for r in _all_rows()]
+    lb = leaderboard.build(rows, "gray_scott", "quick")
+    assert lb.profile == "quick-012345" and [ln.method for ln in lb.lines] == ["good", "bad"]
+    assert "protocol quick-012345: profile quick with data or system settings of its own" in \
+        leaderboard.to_markdown(lb)
+    # a config whose --set changes the protocol gets exactly its own table (here: empty)
+    from leads.config.loading import load_config
+
+    cfg = load_config("gray_scott", "quick", ["data.n_test=3"])
+    assert leaderboard.for_config(rows, cfg).lines == []
+    assert [ln.method for ln in leaderboard.for_config(rows, load_config("gray_scott", "quick")).lines] == [
+        "good", "bad"]

@@ -35,7 +35,14 @@ from typing import Any
 from leads.datasets.atomic import atomic_write_text
 from leads.evaluation.metrics import mean_std
 from leads.evaluation.scoring import METRICS
-from leads.reporting.keys import ProtocolId, derive_keys, identity, profile_protocol_key, protocols_of
+from leads.reporting.keys import (
+    ProtocolId,
+    derive_keys,
+    identity,
+    profile_protocol_key,
+    protocol_of,
+    protocols_of,
+)
 from leads.reporting.published import Published, published_for
 from leads.reporting.results import ALL
 
@@ -149,18 +156,20 @@ class Leaderboard:
 # ---------------------------------------------------------------------------------- selection
 def resolve_protocol(rows: Iterable[Mapping[str, Any]], system: str, profile: str | None = None,
                      cfg: Mapping[str, Any] | None = None) -> ProtocolId | None:
-    """The protocol a table of ``system`` is for: that of ``cfg`` (a run config, ``--set``
-    overrides included) where rows follow it, else that of ``profile`` as configured, else
-    (rows of that profile written with other data settings) that of its most recent row."""
+    """The protocol a table of ``system`` is for.
+
+    With ``cfg`` (a run config): its protocol, ``--set`` overrides included. Where that is the
+    protocol of its profile as configured and no row follows it, but rows of that profile were
+    written with data settings of their own (``--set data.n_test=...``), the protocol of the most
+    recent of them: ``leaderboard`` then shows the rows a user has, and says which settings they
+    are. With ``profile`` alone, the same for that profile. None (neither): every protocol."""
     rows = [r for r in derive_keys(r for r in rows if r.get("system") == system)]
     keys = {r["protocol_key"] for r in rows}
     if cfg is not None:
-        from leads.reporting.keys import protocol_of
-
         own = protocol_of(cfg)
-        if own.key in keys or profile is None:
-            return own
         profile = str(cfg["profile"])
+        if own.key in keys or own.key != profile_protocol_key(system, profile):
+            return own
     if profile is None:
         return None
     configured = profile_protocol_key(system, profile)
@@ -439,8 +448,10 @@ def to_markdown(lb: Leaderboard) -> str:
     ranked = (f"the mean held-out relative L2 over: {', '.join(lb.rank_sets)}" if lb.rank_sets else
               "in-domain relative L2 (no held-out sets)" if not lb.sets else
               "the mean held-out relative L2 (no held-out set common to all methods)")
-    where = "every protocol" if lb.protocol is None else (
-        f"protocol {lb.protocol.name}: profiles {', '.join(lb.protocol.profiles) or lb.protocol.name}")
+    p = lb.protocol
+    where = ("every protocol" if p is None else
+             f"protocol {p.name}: profiles {', '.join(p.profiles)}" if p.name in p.profiles else
+             f"protocol {p.name}: profile {', '.join(p.profiles) or '?'} with data or system settings of its own")
     out = [f"# Leaderboard: {lb.system} ({where}; k={lb.shots} adaptation trajectories per new environment)", "",
            "Relative L2 error, mean ± std over seeds of each seed's mean over test trajectories. In-domain "
            "and held-out sets on (0, T]; time extrapolation on (T, 2T] in the training environments. "

@@ -332,11 +332,18 @@ def _write_leaderboard(cfg: Mapping[str, Any], shots: int) -> str:
     its files cannot be written, with a line that says so."""
     import uuid
 
+    from leads.config.paths import check_output_dir
     from leads.reporting import leaderboard
     from leads.reporting.results import read_rows, results_path
     from leads.training.loggers import make_logger, wandb_mode
 
     path = results_path(cfg)
+    try:
+        check_output_dir(cfg["results_dir"], "results_dir")
+    except UserError:
+        if not path.is_file():  # a file in the way, or nowhere to read from: say so
+            raise
+        # results it cannot write beside: the table is still printed (write_or_say says so)
     rows = read_rows(path)
     if not rows:
         raise UserError(f"no results in {path}; run `python run.py --env {cfg['system_name']}` or "

@@ -18,6 +18,7 @@ from leads.config.paths import check_output_dirs
 from leads.config.schema import RunConfig
 from leads.datasets.atomic import atomic_write_text
 from leads.datasets.cache import ensure_split
+from leads.datasets.datamodule import check_window
 from leads.datasets.h5 import Trajectories, load_split
 from leads.datasets.progress import announce
 from leads.envs.base import env_label, envs_key
@@ -138,6 +139,7 @@ def run_experiment(cfg: RunConfig | Mapping[str, Any], resume: bool = False, pro
     check_output_dirs(cfg)  # results_dir too: it is written after training
     heldout_sets(cfg)  # a bad held-out set fails now, not after training
     resolve_method(cfg.method)  # and so does a method of your own that cannot be imported
+    check_window(system_of(cfg), cfg.data)  # a training window the data cannot hold, too
     if resume:
         check_resume(cfg)  # a checkpoint of another run is refused before any data are generated
     prepare_data(cfg, progress)

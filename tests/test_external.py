@@ -242,3 +242,27 @@ def test_export_and_score_from_the_command_line(tmp_path, capsys):
     assert "nan" not in out and "? training steps" not in out
     assert main(argv) == 0  # again: its rows are replaced, not repeated
     assert "replaced " in capsys.readouterr().out
+
+
+def test_the_documented_model_from_another_codebase_trains_on_exported_data_and_ranks(exported, tmp_path):
+    """docs/external_models.md's worked example, on a tiny protocol: the script reads only the
+    export (training data included), writes predictions, and they are scored and ranked."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cfg, _, _ = exported
+    cfg = _fresh(cfg, tmp_path)
+    inputs = export_inputs(cfg, tmp_path / "lv_inputs.h5", training_data=True)
+    script = Path(__file__).resolve().parents[1] / "docs" / "examples" / "polynomial_model.py"
+    done = subprocess.run([sys.executable, str(script), str(inputs), str(tmp_path / "lv_poly.h5")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "fitted and forecast in" in done.stdout, done.stderr[-2000:]
+    assert "Warning" not in done.stderr, done.stderr
+    scored = score_predictions_file(cfg, tmp_path / "lv_poly.h5", "poly2", train_seconds=0.2)
+    assert set(scored.scores) == {"in_domain", "heldout/interp", "heldout/extrap"}
+    # a degree-2 polynomial is Lotka-Volterra's own form: in-domain it is close before it diverges
+    assert scored.scores["in_domain"].summary("rel_l2")[0] < 0.5
+    rows = read_rows(results_path(cfg))
+    (line,) = leaderboard.build(rows, SYSTEM, leaderboard.resolve_protocol(rows, SYSTEM, cfg=cfg)).lines
+    assert line.label == "poly2 (external)" and line.budget() == "declared: 0.2 s"

@@ -111,3 +111,13 @@ def test_rows_of_old_files_load_with_keys_derived_from_their_profile(tmp_path):
     assert row["protocol_key"] == protocol_key(load_config("gray_scott", "paper_code"))
     gone = derive_keys([{**old, "profile": "no_such_profile"}])[0]
     assert gone["protocol_key"] == "profile:no_such_profile"
+
+
+def test_a_results_file_that_cannot_be_read_is_one_line(tmp_path):
+    from leads.envs.errors import UserError
+
+    path = tmp_path / "results.jsonl"
+    path.mkdir()  # in the way of the file
+    with pytest.raises(UserError, match="cannot be read") as e:
+        read_rows(path)
+    assert str(path) in str(e.value) and "\n" not in str(e.value)

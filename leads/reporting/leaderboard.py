@@ -95,7 +95,7 @@ class Line:
         """The training budget: steps trained (and CPU seconds), or what an external model declared."""
         if self.external:
             told = [f"{self.declared['train_steps']:.0f} steps" if "train_steps" in self.declared else "",
-                    f"{self.declared['train_seconds']:.0f} s" if "train_seconds" in self.declared else ""]
+                    f"{self.declared['train_seconds']:.4g} s" if "train_seconds" in self.declared else ""]
             told = [t for t in told if t]
             return f"declared: {', '.join(told)}" if told else "not declared"
         if not self.train_steps:

@@ -42,7 +42,7 @@ def measure(ckpt: Path, system_name: str, set_name: str, index: int, shots: int 
     if not 0 <= index < len(envs):
         raise SystemExit(f"--index {index}: set '{set_name}' of {system_name} has {len(envs)} environments")
     pick = slice(index, index + 1)
-    data = {kind: load_split(ensure_split(system, cfg["data"], f"{kind}_{set_name}"))
+    data = {kind: load_split(ensure_split(system, cfg.data, f"{kind}_{set_name}"))
             for kind in ("adapt", "val", "test")}
     adapt, val, test = (data[kind].states[pick] for kind in ("adapt", "val", "test"))
     t, test_t = torch.as_tensor(data["adapt"].t, dtype=adapt.dtype), data["test"].t
@@ -58,11 +58,11 @@ def measure(ckpt: Path, system_name: str, set_name: str, index: int, shots: int 
         trace.append((step, now - start - paused, err))
         paused += time.perf_counter() - now
 
-    adapted = adapt_to_new_environments(module, adapt, val, t, [env_label(envs[index])], cfg["adapt"], shots,
+    adapted = adapt_to_new_environments(module, adapt, val, t, [env_label(envs[index])], cfg.adapt, shots,
                                         on_check=on_check)
     final = float(score(adapted.module, test, test_t, system.horizon).rel_l2.mean())
     reached = next(((s, sec) for s, sec, e in trace if e <= (1 + WITHIN) * final), (None, None))
-    return {"method": cfg["method"], "seed": cfg["seed"], "ckpt": str(ckpt), "set": set_name,
+    return {"method": cfg.method, "seed": cfg.seed, "ckpt": str(ckpt), "set": set_name,
             "environment": env_label(envs[index]), "shots": adapted.shots,
             "n_adapted_params": adapted.n_adapted_params, "lr": adapted.lr,
             "initial_rel_l2": trace[0][2], "final_rel_l2": final, "steps": adapted.steps,

@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 from common import ROOT
 
+from leads.config.schema import RunConfig
 from leads.models.physics import method_label
 from leads.reporting import plots
 from leads.reporting.published import published_for
@@ -40,9 +41,9 @@ def main() -> None:
         cfg_path = run_dir / "config.yaml"
         if not cfg_path.is_file():
             continue
-        cfg = yaml.safe_load(cfg_path.read_text())
+        cfg = RunConfig.of(yaml.safe_load(cfg_path.read_text()))
         curve = read_curve(run_dir)
-        if cfg.get("profile") != protocol.profile or not curve:
+        if cfg.profile != protocol.profile or not curve:
             continue
         curves.setdefault(method_label(cfg), []).append(curve)  # hybrids apart from purely learned runs
     published = {f"{m} ({e.protocol})": ind[0] * e.scale for e in entries for m, (ind, _) in e.numbers.items()

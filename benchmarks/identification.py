@@ -37,13 +37,13 @@ COMPLETE = ["physics.terms=all", "physics.residual=false"]
 
 def trained(cfg: Any, reuse: bool) -> tuple[Any, str]:
     """The trained module of ``cfg`` and its run directory (reused when finished and asked)."""
-    runs = Path(cfg["runs_dir"]) / cfg["system_name"]
+    runs = Path(cfg.runs_dir) / cfg.system_name
     if reuse:
         done = sorted((p for p in runs.glob(f"{run_id_of(cfg)}*")
                        if (p / "state.json").is_file() and (p / "checkpoints" / "best.ckpt").is_file()),
                       key=lambda p: (p / "state.json").stat().st_mtime)
         if done:
-            return load_checkpoint(done[-1] / "checkpoints" / "best.ckpt", cfg["system_name"]), str(done[-1])
+            return load_checkpoint(done[-1] / "checkpoints" / "best.ckpt", cfg.system_name), str(done[-1])
     run = train(cfg, progress=False)
     return run.module, str(run.run_dir)
 

@@ -32,7 +32,7 @@ def measure(ckpt: Path, system_name: str, repeat: int, device: str) -> dict:
     module = load_checkpoint(ckpt, system_name).to(device)
     cfg = module.cfg
     system = system_of(cfg)
-    data = load_split(ensure_split(system, cfg["data"], "test"))
+    data = load_split(ensure_split(system, cfg.data, "test"))
     states, env = flatten_trajectories(data.states)
     u0 = states[:, 0].to(device, torch.float64)
     params = data.params[env].to(device)
@@ -44,7 +44,7 @@ def measure(ckpt: Path, system_name: str, repeat: int, device: str) -> dict:
     n_in = int(np.searchsorted(t_np, system.horizon + 1e-9))
     solver_err = relative_l2(solved.float().cpu(), states)  # the solver against the stored data: ~0
     return {
-        "method": cfg["method"], "seed": cfg["seed"], "ckpt": str(ckpt), "n_traj": len(states),
+        "method": cfg.method, "seed": cfg.seed, "ckpt": str(ckpt), "n_traj": len(states),
         "n_t": len(t_np), "solver": system.solver_description, "device": device,
         "solver_s": solver_s, "model_s": model_s, "speedup": solver_s / model_s,
         "solver_traj_per_s": len(states) / solver_s, "model_traj_per_s": len(states) / model_s,

@@ -81,7 +81,7 @@ def throughput(system_name: str, method: str, profile: str, steps: int, warmup: 
         trainer = pl.Trainer(**trainer_kwargs(cfg), max_steps=warmup + steps, limit_val_batches=0,
                              logger=False, enable_checkpointing=False, enable_progress_bar=False,
                              enable_model_summary=False, callbacks=[timer],
-                             gradient_clip_val=cfg["train"]["grad_clip"] or None, default_root_dir=tmp)
+                             gradient_clip_val=cfg.train.grad_clip or None, default_root_dir=tmp)
         trainer.fit(module, datamodule=dm)
     gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
     return {"system": system_name, "method": method, "profile": profile, "overrides": list(overrides),

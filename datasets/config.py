@@ -4,11 +4,27 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from leads.envs.errors import UserError
+
+
+class ConfigKeyWarning(FutureWarning):
+    """A configuration read by key (``cfg["train"]["lr"]``) rather than by attribute (``cfg.train.lr``).
+
+    The typed attributes are the one way the package reads its configuration; reading by key
+    still works, for scripts written against the YAML, with this warning naming the attribute.
+    """
+
+
+def warn_key_read(where: str, key: str) -> None:
+    path = f"{where}.{key}" if where else key
+    warnings.warn(f"configuration read by key ['{key}']: read it as an attribute, cfg.{path}", ConfigKeyWarning,
+                  stacklevel=3)
+
 
 # Seeds are packed into bit fields (see datasets/seeds.py); these bounds keep the fields disjoint.
 MAX_TRAJ = 1 << 20
@@ -17,26 +33,29 @@ MAX_ENVS = 1 << 12
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig(Mapping[str, Any]):
-    """Validated data settings. Counts are trajectories per environment. Reads like the
-    ``data:`` mapping it came from as well (``cfg["n_train"] == cfg.n_train``)."""
+    """Validated data settings. Counts are trajectories per environment. Read by attribute
+    (``cfg.n_train``); reading by key, as the ``data:`` mapping it came from, warns
+    (``ConfigKeyWarning``)."""
 
     dir: Path = Path("data")
-    seed: int = 0
-    n_train: int = 8
-    n_val: int = 4
-    n_test: int = 32
-    n_adapt: int = 1
-    n_adapt_val: int = 1
-    n_test_heldout: int = 32
-    gen_batch_size: int = 256
-    batch_size: int = 32
-    window: int | None = None
+    seed: int = 0  # of the initial conditions (datasets/seeds.py)
+    n_train: int = 1
+    n_val: int = 1
+    n_test: int = 8
+    n_adapt: int = 8  # per held-out environment: the most shots adaptation can use
+    n_adapt_val: int = 1  # per held-out environment, to stop adaptation (never a test trajectory)
+    n_test_heldout: int = 8
+    gen_batch_size: int = 256  # trajectories solved together when generating
+    batch_size: int = 16
+    window: int | None = None  # training window in observation steps; None: the whole training horizon
     num_workers: int = 0
-    same_initial_states: bool = False  # every environment of a split starts from the same states
+    # every environment of a split starts from the same states (LEADS' and CoDA's ODE data)
+    same_initial_states: bool = False
     observe: str | None = None  # a partial observation of the system (its ``observations``), e.g. ssh; None: all
 
     def __getitem__(self, key: str) -> Any:
         if key in _FIELDS:
+            warn_key_read("data", key)
             return getattr(self, key)
         raise KeyError(key)
 
@@ -45,6 +64,10 @@ class DataConfig(Mapping[str, Any]):
 
     def __len__(self) -> int:
         return len(_FIELDS)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plain form (``dir`` as a string), as saved with a run."""
+        return {key: str(self.dir) if key == "dir" else getattr(self, key) for key in _FIELDS}
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(DataConfig))

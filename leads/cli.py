@@ -34,12 +34,15 @@ import shlex
 import signal
 import sys
 import threading
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from leads.envs.errors import UserError
 from leads.envs.registry import SYSTEMS
 from leads.training.interrupted import AfterTraining, Interrupted
+
+if TYPE_CHECKING:
+    from leads.config.schema import RunConfig
 
 TEST_CURVE_HELP = "also score the test split at every validation, for learning-curve figures only"
 
@@ -184,10 +187,10 @@ def _train(args: argparse.Namespace) -> int:
         raise UserError(f"--jobs {args.jobs} must be at least 1")
     base = load_config(args.env, args.profile, _overrides(args) + ([f"seed={args.seed}"] if args.seed is not None
                                                                    else []))
-    methods = list(base["methods"]) if args.method == "all" else (args.method or base["method"]).split(",")
+    methods = list(base.methods) if args.method == "all" else (args.method or base.method).split(",")
     cfgs = []
     for method in methods:
-        for seed in range(base["seed"], base["seed"] + args.seeds):
+        for seed in range(base.seed, base.seed + args.seeds):
             cfg = load_config(args.env, args.profile, _overrides(args) + [f"method={method.strip()}", f"seed={seed}"])
             cfg = cfg.replace(adapt=cfg.adapt.replace(sets=[*cfg.adapt.sets, *args.heldout]))
             heldout_sets(cfg)  # every run's sets and directories are checked before the first one trains
@@ -209,9 +212,9 @@ def _train(args: argparse.Namespace) -> int:
         return run_experiment(job.cfg, resume=resume, progress=progress, few_shot=args.few_shot,
                               test_curve=args.test_curve)["run"].run_dir
 
-    done = run_batch(jobs, run, base["system_name"]) if args.jobs == 1 else _side_by_side(args, jobs, base)
+    done = run_batch(jobs, run, base.system_name) if args.jobs == 1 else _side_by_side(args, jobs, base)
     failed = [d.job.label for d in done if d.error]
-    print(_write_leaderboard(base, base["adapt"]["shots"]), end="")
+    print(_write_leaderboard(base, base.adapt.shots), end="")
     if failed:
         print(f"error: {len(failed)} run(s) {'diverged' if args.jobs == 1 else 'failed'}: {', '.join(failed)}",
               file=sys.stderr)
@@ -229,7 +232,7 @@ def _side_by_side(args: argparse.Namespace, jobs: list[Any], base: Any) -> list[
         return job_command(args.env, args.profile, _overrides(args), job.cfg.method, job.cfg.seed,
                            [*flags, *(["--resume"] if resume else [])])
 
-    return run_batch_side_by_side(jobs, command, base["system_name"], args.jobs, progress=not args.no_progress)
+    return run_batch_side_by_side(jobs, command, base.system_name, args.jobs, progress=not args.no_progress)
 
 
 def _use_threads(cfg: Any, progress: bool | None = None) -> None:
@@ -262,7 +265,7 @@ def _generate(args: argparse.Namespace) -> int:
     system = system_of(cfg)
     _use_threads(cfg)
     custom = {k: v for k, v in resolve_sets(system, args.heldout).items() if k not in system.heldout}
-    for path in ensure_dataset(system, cfg["data"], custom_heldout=custom).values():
+    for path in ensure_dataset(system, cfg.data, custom_heldout=custom).values():
         print(describe_split(path))
     return 0
 
@@ -322,11 +325,11 @@ def _leaderboard(args: argparse.Namespace) -> int:
     from leads.config.loading import load_config
 
     cfg = load_config(args.env, args.profile, _overrides(args))
-    print(_write_leaderboard(cfg, cfg["adapt"]["shots"] if args.shots is None else args.shots), end="")
+    print(_write_leaderboard(cfg, cfg.adapt.shots if args.shots is None else args.shots), end="")
     return 0
 
 
-def _write_leaderboard(cfg: Mapping[str, Any], shots: int) -> str:
+def _write_leaderboard(cfg: RunConfig, shots: int) -> str:
     """The leaderboard of the protocol ``cfg`` follows, written to ``leaderboard_<protocol>.md``/
     ``.csv`` beside its results and logged to W&B if active. It is returned (to print) even where
     its files cannot be written, with a line that says so."""
@@ -339,24 +342,24 @@ def _write_leaderboard(cfg: Mapping[str, Any], shots: int) -> str:
 
     path = results_path(cfg)
     try:
-        check_output_dir(cfg["results_dir"], "results_dir")
+        check_output_dir(cfg.results_dir, "results_dir")
     except UserError:
         if not path.is_file():  # a file in the way, or nowhere to read from: say so
             raise
         # results it cannot write beside: the table is still printed (write_or_say says so)
     rows = read_rows(path)
     if not rows:
-        raise UserError(f"no results in {path}; run `python run.py --env {cfg['system_name']}` or "
+        raise UserError(f"no results in {path}; run `python run.py --env {cfg.system_name}` or "
                         "`python run.py evaluate` first")
     lb = leaderboard.for_config(rows, cfg, shots)
     if not lb.lines:
-        others = sorted({str(r.get("profile")) for r in rows if r.get("system") == cfg["system_name"]})
-        raise UserError(f"{path} has no rows of protocol {lb.profile} (profile '{cfg['profile']}') with {shots} "
+        others = sorted({str(r.get("profile")) for r in rows if r.get("system") == cfg.system_name})
+        raise UserError(f"{path} has no rows of protocol {lb.profile} (profile '{cfg.profile}') with {shots} "
                         f"adaptation trajectories; it has rows of profiles {', '.join(others) or 'none'}: choose "
                         "one with --profile (and the same --set data settings), or another --shots")
     written = leaderboard.write_or_say(lb, path.parent)
-    if written.startswith("written") and cfg["logger"] == "wandb" and wandb_mode(cfg) != "disabled":
-        name = f"leaderboard-{cfg['system_name']}-{lb.profile}-{uuid.uuid4().hex[:8]}"
+    if written.startswith("written") and cfg.logger == "wandb" and wandb_mode(cfg) != "disabled":
+        name = f"leaderboard-{cfg.system_name}-{lb.profile}-{uuid.uuid4().hex[:8]}"
         run = make_logger(cfg, path.parent, name, job_type="leaderboard").experiment
         run.log({"leaderboard": leaderboard.wandb_table(lb)})
         run.finish()

@@ -72,17 +72,17 @@ class Evaluation:
     refit: Adapted | None = None  # the refit of the training environments (adapt.refit_train), if any
 
 
-def resolve_device(cfg: Mapping[str, Any]) -> torch.device:
-    device = cfg["device"]
+def resolve_device(cfg: RunConfig) -> torch.device:
+    device = cfg.device
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device("cuda" if device == "gpu" else device)
 
 
-def evaluate_in_domain(module: Forecaster, cfg: Mapping[str, Any],
+def evaluate_in_domain(module: Forecaster, cfg: RunConfig,
                        progress: bool | None = None) -> tuple[Scores, Trajectories]:
     system = system_of(cfg)
-    data = load_split(ensure_split(system, cfg["data"], "test", progress=progress))
+    data = load_split(ensure_split(system, cfg.data, "test", progress=progress))
     announce(f"scoring in-domain: {data.states.shape[0] * data.states.shape[1]} test trajectories", progress)
     return score(module, data.states, data.t, system.horizon), data
 
@@ -274,7 +274,7 @@ def evaluate_checkpoint(ckpt: str | Path, system: str, overrides: Sequence[str] 
     figures = _figures(out_dir, cfg, ev)
     summary = _summary(info, str(run_dir), ev, cfg)
     exp = None
-    if cfg["logger"] == "wandb":
+    if cfg.logger == "wandb":
         exp = _wandb_experiment(make_logger(cfg, results_path(cfg).parent, f"{run_id}-eval-{info['eval_id']}"))
     if exp is not None:
         _log_wandb(exp, cfg, summary, figures, ev)
@@ -283,27 +283,27 @@ def evaluate_checkpoint(ckpt: str | Path, system: str, overrides: Sequence[str] 
 
 
 # ------------------------------------------------------------------------------ rows
-def _run_info(cfg: Mapping[str, Any], module: Forecaster, run_id: str, ckpt: Path,
+def _run_info(cfg: RunConfig, module: Forecaster, run_id: str, ckpt: Path,
               state: Mapping[str, Any]) -> dict[str, Any]:
     """What every results row of a run carries. ``state``: the run's ``state.json`` (its training
     seconds and steps; ``train_steps`` falls back to ``max_steps`` for runs without one)."""
     system = system_of(cfg)
     steps = state.get("global_step")
-    return {"run_id": run_id, "eval_id": uuid.uuid4().hex[:12], "time": now(), "system": cfg["system_name"],
-            "method": method_label(cfg), "physics_aware": bool(cfg["physics"]["terms"]),
-            "seed": cfg["seed"], "profile": cfg["profile"],
+    return {"run_id": run_id, "eval_id": uuid.uuid4().hex[:12], "time": now(), "system": cfg.system_name,
+            "method": method_label(cfg), "physics_aware": bool(cfg.physics.terms),
+            "seed": cfg.seed, "profile": cfg.profile,
             "protocol_key": protocol_key(cfg), "config_key": config_key(cfg),
             "train_seconds": float(state.get("train_seconds", np.nan)),
             "train_cpu_seconds": float(state.get("train_cpu_seconds", np.nan)),
-            "train_steps": int(cfg["train"]["max_steps"] if steps is None else steps),
-            "train_max_steps": int(cfg["train"]["max_steps"]), "train_max_cpu_seconds": cfg["train"]["max_cpu_seconds"],
+            "train_steps": int(cfg.train.max_steps if steps is None else steps),
+            "train_max_steps": int(cfg.train.max_steps), "train_max_cpu_seconds": cfg.train.max_cpu_seconds,
             "train_stop": state.get("stop"), "train_step_cpu_seconds": state.get("step_cpu_seconds"),
             "n_trained_params": sum(p.numel() for p in module.trained_parameters()),
             "git_commit": git_commit(), "config_hash": study_hash(cfg), "ckpt": str(ckpt),
             "train_envs_key": envs_key(system, system.train_envs), "dt": system.dt, "horizon": system.horizon}
 
 
-def evaluation_rows(cfg: Mapping[str, Any], info: dict[str, Any], ev: Evaluation) -> list[dict[str, Any]]:
+def evaluation_rows(cfg: RunConfig, info: dict[str, Any], ev: Evaluation) -> list[dict[str, Any]]:
     """Every number of ``ev`` as results rows (see :mod:`leads.reporting.results`)."""
     system = system_of(cfg)
     base = {**info, "kind": "in_domain", "shots": None, "set_envs_key": info["train_envs_key"],
@@ -333,9 +333,9 @@ def evaluation_rows(cfg: Mapping[str, Any], info: dict[str, Any], ev: Evaluation
 
 
 # ------------------------------------------------------------------------------ reporting
-def _figures(fig_dir: Path, cfg: Mapping[str, Any], ev: Evaluation) -> dict[str, Path]:
+def _figures(fig_dir: Path, cfg: RunConfig, ev: Evaluation) -> dict[str, Path]:
     system = system_of(cfg)
-    states = list(system.observed_names(cfg["data"]["observe"]))  # what the data hold (data.observe)
+    states = list(system.observed_names(cfg.data.observe))  # what the data hold (data.observe)
     out = {}
     pred, true = rollout_examples(ev.module, ev.test.states, ev.test.t)
     out["rollouts_in_domain"] = plots.save(plots.rollout_figure(pred, true, ev.test.t, ev.module.env_names, states),
@@ -349,7 +349,7 @@ def _figures(fig_dir: Path, cfg: Mapping[str, Any], ev: Evaluation) -> dict[str,
         curves[f"{name} (adapted)"] = r.scores.per_step.mean(0)
     out["error_vs_time"] = plots.save(plots.error_curve_figure(ev.test.t, curves, system.horizon),
                                       fig_dir / "error_vs_time.png")
-    title = f"{cfg['system_name']} · {cfg['method']} · seed {cfg['seed']}"
+    title = f"{cfg.system_name} · {cfg.method} · seed {cfg.seed}"
     if ev.few_shot:
         out["few_shot"] = plots.save(few_shot_figure(ev.few_shot, title), fig_dir / "few_shot.png")
     if ev.probe is not None:
@@ -357,7 +357,7 @@ def _figures(fig_dir: Path, cfg: Mapping[str, Any], ev: Evaluation) -> dict[str,
     return out
 
 
-def _summary(info: dict[str, Any], run_dir: str, ev: Evaluation, cfg: Mapping[str, Any]) -> dict[str, Any]:
+def _summary(info: dict[str, Any], run_dir: str, ev: Evaluation, cfg: RunConfig) -> dict[str, Any]:
     out: dict[str, Any] = {k: info[k] for k in ("run_id", "eval_id", "system", "method", "seed", "train_seconds")}
     out["training"] = {"steps": info.get("train_steps"), "max_steps": info.get("train_max_steps"),
                        "seconds": info.get("train_seconds"), "cpu_seconds": info.get("train_cpu_seconds"),
@@ -475,7 +475,7 @@ def _wandb_experiment(logger: Any) -> Any:
     return logger.experiment if isinstance(logger, WandbLogger) else None
 
 
-def _log_wandb(exp: Any, cfg: Mapping[str, Any], summary: dict[str, Any], figures: dict[str, Path],
+def _log_wandb(exp: Any, cfg: RunConfig, summary: dict[str, Any], figures: dict[str, Path],
                ev: Evaluation) -> None:
     import wandb
 

@@ -32,9 +32,12 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from leads.envs.errors import UserError
+
+if TYPE_CHECKING:
+    from leads.config.schema import RunConfig
 
 ENV_THREADS = "LEADS_NUM_THREADS"
 ENV_CPU_SHARE = "LEADS_CPU_SHARE"  # the CPUs of one job of a --jobs batch
@@ -271,18 +274,18 @@ def apply_threads(choice: ThreadChoice) -> ThreadChoice:
     return choice
 
 
-def use_threads(cfg: Mapping[str, Any], state_shape: Sequence[int], environ: Mapping[str, str] | None = None
+def use_threads(cfg: RunConfig, state_shape: Sequence[int], environ: Mapping[str, str] | None = None
                 ) -> ThreadChoice:
     """Choose and set the threads of a run of ``cfg`` whose states are shaped ``state_shape``."""
-    processes = int(cfg.get("devices") or 1) if _on_cpu(cfg) else 1
+    processes = int(cfg.devices or 1) if _on_cpu(cfg) else 1
     cpus = usable_cpus(environ, processes=max(1, processes))
-    work = model_work(cfg["model"], state_shape, int(cfg["data"]["batch_size"]))
+    work = model_work(cfg.model.to_dict(), state_shape, cfg.data.batch_size)
     mine = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    return apply_threads(choose_threads(cfg.get("threads"), work, cpus, environ, busy=lambda: busy_cpus(mine)))
+    return apply_threads(choose_threads(cfg.threads, work, cpus, environ, busy=lambda: busy_cpus(mine)))
 
 
-def _on_cpu(cfg: Mapping[str, Any]) -> bool:
-    device = cfg.get("device", "auto")
+def _on_cpu(cfg: RunConfig) -> bool:
+    device = cfg.device
     if device == "cpu":
         return True
     if device != "auto":

@@ -47,8 +47,8 @@ FUNCTIONS = {"h5.write_split": h5.write_split, "atomic.atomic_write": atomic.ato
 
 def _setup(data_dir: Path):
     cfg = tiny_config("lotka_volterra", data_dir.parent, f"data.dir={data_dir}")
-    system = get_system("lotka_volterra", **cfg["system"])
-    return system, cache.parse_data_config(cfg["data"])
+    system = get_system("lotka_volterra", **cfg.system)
+    return system, cache.parse_data_config(cfg.data)
 
 
 def _fork(data_dir: Path, trace: tuple | None = None) -> int:

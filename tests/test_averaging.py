@@ -8,6 +8,7 @@ import torch
 from tiny import tiny_config
 
 from leads.config.loading import load_config
+from leads.config.schema import RunConfig
 from leads.envs.errors import UserError
 from leads.models.forecaster import Forecaster
 from leads.training.curves import read_curve
@@ -26,7 +27,7 @@ class RecordWeights(pl.Callback):
         self.after_step[trainer.global_step] = {k: v.detach().clone() for k, v in pl_module.named_parameters()}
 
 
-def _cfg(tmp_path, *extra: str) -> dict:
+def _cfg(tmp_path, *extra: str) -> RunConfig:
     return tiny_config("lotka_volterra", tmp_path, "train.max_steps=6", "train.val_every=3",
                        f"train.ema={DECAY}", *extra)
 

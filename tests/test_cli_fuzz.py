@@ -9,7 +9,6 @@ import copy
 import io
 import math
 import os
-import shutil
 
 import pytest
 import yaml
@@ -18,6 +17,7 @@ from hypothesis import strategies as st
 
 from leads.cli import main
 from leads.config.loading import CONFIG_DIR, load_config
+from leads.config.schema import RunConfig
 from leads.datasets.config import parse_data_config
 from leads.envs.errors import UserError
 from leads.envs.registry import get_system
@@ -37,7 +37,7 @@ def _paths(d: dict, prefix: str = "") -> list[str]:
     return out
 
 
-KEYS = _paths(load_config(SYSTEM))
+KEYS = _paths(load_config(SYSTEM).to_dict())
 RAW_VALUES = ["null", "~", "true", "no", "[]", "{}", "[1, 2]", "{a: 1}", "nan", ".nan", ".inf", "-.inf", "1e400",
               "0", "-1", "3.5", "1e-3", "abc", "'q'", "[", "{", ":", "- x", "!!python/object/apply:os.getcwd []",
               "&a 1", "*a", "%", "@", "`", "[interp]", "[{alpha: 2}]", "[{beta: 0.6, delta: 0.6}]", "2**40",
@@ -70,10 +70,10 @@ def _one_line(e: UserError) -> None:
     assert str(e) and "\n" not in str(e), repr(str(e))
 
 
-def _checks_before_training(cfg: dict) -> None:
+def _checks_before_training(cfg: RunConfig) -> None:
     """What a run checks before its first step, besides load_config."""
     heldout_sets(cfg)
-    parse_data_config(cfg["data"])
+    parse_data_config(cfg.data)
     trainer_kwargs(cfg)
 
 
@@ -120,9 +120,7 @@ def _set(d: dict, dotted: str, value) -> None:
 
 @pytest.fixture(scope="module")
 def config_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("configs")
-    shutil.copy(CONFIG_DIR / "defaults.yaml", d / "defaults.yaml")
-    return d
+    return tmp_path_factory.mktemp("configs")
 
 
 @FUZZ

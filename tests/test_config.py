@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from leads.config.loading import config_hash, load_config, parse_override, save_config
+from leads.config.loading import CONFIG_DIR, config_hash, load_config, parse_override, save_config
 from leads.envs.errors import UserError
 from leads.envs.registry import SYSTEMS
 
@@ -15,22 +15,22 @@ def test_every_system_has_a_quick_and_a_published_profile(system):
     assert "quick" in profiles and published
     for profile in ["quick", *published]:
         cfg = load_config(system, profile)
-        assert cfg["profile"] == profile
-        assert cfg["system_name"] == system
+        assert cfg.profile == profile
+        assert cfg.system_name == system
         # the system's own defaults are resolved into the config, so they can be overridden
-        assert cfg["system"]["train_envs"] and cfg["system"]["dt"] > 0
+        assert cfg.system["train_envs"] and cfg.system["dt"] > 0
 
 
 def test_overrides_any_value_and_keep_types():
     cfg = load_config("gray_scott", overrides=["train.lr=3e-4", "data.n_test=3", "system.dt=20",
                                                "adapt.sets=[interp]", "method=coda"])
-    assert cfg["train"]["lr"] == pytest.approx(3e-4) and isinstance(cfg["train"]["lr"], float)
-    assert cfg["data"]["n_test"] == 3
-    assert cfg["system"]["dt"] == 20
-    assert cfg["adapt"]["sets"] == ["interp"]
-    assert cfg["method"] == "coda"
+    assert cfg.train.lr == pytest.approx(3e-4) and isinstance(cfg.train.lr, float)
+    assert cfg.data.n_test == 3
+    assert cfg.system["dt"] == 20
+    assert cfg.adapt.sets == ["interp"]
+    assert cfg.method == "coda"
     cfg = load_config("gray_scott", overrides=["profile=paper"])
-    assert cfg["profile"] == "paper"
+    assert cfg.profile == "paper"
 
 
 @pytest.mark.parametrize("override, match", [
@@ -58,9 +58,6 @@ def test_unknown_system_and_profile():
 
 
 def test_malformed_yaml_key_in_config_file(tmp_path):
-    from leads.config.loading import CONFIG_DIR
-
-    (tmp_path / "defaults.yaml").write_text((CONFIG_DIR / "defaults.yaml").read_text())
     spec = yaml.safe_load((CONFIG_DIR / "gray_scott.yaml").read_text())
     spec["trian"] = {"lr": 1}
     (tmp_path / "gray_scott.yaml").write_text(yaml.safe_dump(spec))

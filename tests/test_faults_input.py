@@ -50,7 +50,6 @@ def test_bad_config_keys_and_types(override, needles, tmp_path):
 
 
 def test_config_file_with_unknown_key_or_wrong_type_names_it(tmp_path):
-    shutil.copy(CONFIG_DIR / "defaults.yaml", tmp_path / "defaults.yaml")
     text = (CONFIG_DIR / f"{SYSTEM}.yaml").read_text()
     for bad, needle in (("trian: {lr: 0.1}\n", "unknown config key 'trian'"),
                         ("train: {lr: [1, 2]}\n", "config key 'train.lr' expects float"),
@@ -117,7 +116,7 @@ def _nan(path):
 def test_damaged_cache_files_are_named_and_regenerated(tmp_path):
     cfg = tiny_config(SYSTEM, tmp_path)
     system = system_of(cfg)
-    paths = ensure_dataset(system, cfg["data"], progress=False)
+    paths = ensure_dataset(system, cfg.data, progress=False)
     good = {s: load_split(p).states for s, p in paths.items()}
     damage = {"train": (_truncate, "unreadable"), "val": (_wrong_shape, "dataset 'states' has shape"),
               "test": (_nan, "non-finite states (1 NaN/inf values in environment 0)")}

@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,6 +20,7 @@ from tiny import tiny_config
 
 from leads.cli import main
 from leads.config.loading import load_config
+from leads.config.schema import RunConfig
 from leads.envs.errors import UserError
 from leads.envs.registry import get_system
 from leads.evaluation.adaptation import BACKTRACK_FACTOR, _make_optimizer, adapt_to_new_environments
@@ -238,7 +238,7 @@ def trained(tmp_path_factory):
 
 
 def _results(cfg_or_dir) -> list[dict]:
-    root = Path(cfg_or_dir["results_dir"]) if isinstance(cfg_or_dir, Mapping) else Path(cfg_or_dir)
+    root = Path(cfg_or_dir.results_dir) if isinstance(cfg_or_dir, RunConfig) else Path(cfg_or_dir)
     return read_rows(root / "lotka_volterra" / "results.jsonl")
 
 
@@ -300,8 +300,8 @@ def test_training_adaptation_and_early_stopping_never_read_test_data(trained, tm
         return out
 
     monkeypatch.setattr(heldout, "adapt_to_new_environments", logged_adapt)
-    cfg = {**trained.cfg, "runs_dir": str(tmp_path / "runs"), "results_dir": str(tmp_path / "results"),
-           "data": {**trained.cfg["data"], "dir": str(tmp_path / "data")}}
+    cfg = trained.cfg.replace(runs_dir=str(tmp_path / "runs"), results_dir=str(tmp_path / "results"),
+                              data={**trained.cfg.to_dict()["data"], "dir": str(tmp_path / "data")})
     again = run_experiment(cfg, progress=False)
 
     first, second = trained.out, again
@@ -332,7 +332,7 @@ def test_user_given_heldout_environments_end_to_end(trained, tmp_path, capsys):
                    ("hot", "alpha=0.5,beta=0.65,gamma=0.5,delta=0.5"),
                    (custom[0], "alpha=0.5,beta=0.5,gamma=0.5,delta=1.3"), (custom[0], ALL)}
     hot_all = [r for r in rows if r["split"] == "hot" and r["environment"] == ALL and r["metric"] == "rel_l2"]
-    assert hot_all[0]["n_traj"] == 2 * trained.cfg["data"]["n_test_heldout"] and hot_all[0]["shots"] == 1
+    assert hot_all[0]["n_traj"] == 2 * trained.cfg.data.n_test_heldout and hot_all[0]["shots"] == 1
     # generated and cached like any split, with the given parameters
     files = {_split_of(p): p for p in (trained.tmp / "data").rglob("*_hot-*.h5")}
     assert set(files) == {"adapt_hot", "val_hot", "test_hot"}
@@ -457,8 +457,8 @@ def test_rows_round_trip_with_nan_and_skip_a_torn_last_line(tmp_path):
 
 # ------------------------------------------------------------------------------ context probe
 def _fake(contexts: np.ndarray, method: str = "lowrank") -> SimpleNamespace:
-    return SimpleNamespace(cfg={"method": method}, model=SimpleNamespace(contexts=torch.as_tensor(contexts)),
-                           residual=True)
+    return SimpleNamespace(cfg=SimpleNamespace(method=method), residual=True,
+                           model=SimpleNamespace(contexts=torch.as_tensor(contexts)))
 
 
 def test_probe_recovers_parameters_encoded_linearly_in_contexts():
@@ -493,8 +493,8 @@ def test_method_all_runs_every_method_and_seed_and_survives_a_divergence(monkeyp
     ran = []
 
     def fake_run(cfg, **kw):
-        ran.append((cfg["method"], cfg["seed"], tuple(cfg["adapt"]["sets"])))
-        if cfg["method"] == "leads" and cfg["seed"] == 6:
+        ran.append((cfg.method, cfg.seed, tuple(cfg.adapt.sets)))
+        if cfg.method == "leads" and cfg.seed == 6:
             raise TrainingDiverged("loss became non-finite")
         return {"run": SimpleNamespace(run_dir=None)}
 

@@ -213,7 +213,7 @@ def test_each_published_protocol_has_a_profile_that_reproduces_it():
 
     for entry in (e for e in PUBLISHED if e.profile is not None):
         cfg = load_config(entry.system, entry.profile)
-        system = get_system(entry.system, **cfg["system"])
+        system = get_system(entry.system, **cfg.system)
         assert envs_key(system, system.train_envs) == entry.train_key(), (entry.system, entry.protocol)
         assert (system.dt, system.horizon) == (entry.dt, entry.horizon), (entry.system, entry.protocol)
 

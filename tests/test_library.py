@@ -19,6 +19,7 @@ import yaml
 import leads
 from leads.config.loading import CONFIG_DIR, load_config
 from leads.config.schema import AdaptConfig, RunConfig, Section, TrainConfig
+from leads.datasets.config import ConfigKeyWarning
 from leads.envs.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,24 +145,33 @@ def test_the_wheel_holds_envs_and_datasets_inside_leads_only(tmp_path):
 def test_config_is_typed_and_reads_like_its_yaml():
     cfg = load_config("gray_scott", overrides=["train.lr=3e-4", "adapt.steps=7"])
     assert isinstance(cfg, RunConfig) and isinstance(cfg.train, TrainConfig)
-    assert cfg.train.lr == cfg["train"]["lr"] == 3e-4 and cfg.adapt.steps == 7
-    assert cfg.data.n_train == cfg["data"]["n_train"]
+    assert cfg.train.lr == 3e-4 and cfg.adapt.steps == 7
+    with pytest.warns(ConfigKeyWarning, match=r"read it as an attribute, cfg\.train"):
+        assert cfg["train"]["lr"] == 3e-4  # scripts written against the YAML still run, warned
+    with pytest.warns(ConfigKeyWarning, match=r"cfg.data.n_train$"):
+        assert cfg.data["n_train"] == cfg.data.n_train
     plain = cfg.to_dict()
     assert RunConfig.from_dict(plain) == cfg == plain
     assert yaml.safe_load(yaml.safe_dump(plain)) == plain  # plain YAML types only
 
 
-def test_schema_defaults_are_those_of_defaults_yaml():
-    """Defaults live in configs/defaults.yaml; the schema's fill keys an old checkpoint lacks,
-    so the two must not drift apart."""
-    defaults = yaml.safe_load((CONFIG_DIR / "defaults.yaml").read_text())
-    for section in ("train", "adapt", "forecaster", "model", "wandb"):
-        cls = type(getattr(RunConfig(system_name="x", system={}, methods={"lowrank": {}}), section))
-        assert cls().to_dict() == defaults[section], section
-    top = RunConfig(system_name="x", system={}, methods={"lowrank": {}}).to_dict()
-    for key in ("profile", "method", "seed", "run_name", "runs_dir", "results_dir", "device", "devices",
-                "num_nodes", "strategy", "logger"):
-        assert top[key] == defaults[key], key
+def test_defaults_are_written_once_in_the_schema(tmp_path):
+    """The schema's defaults are the base every config file overrides and what fills keys an old
+    checkpoint lacks: no second copy (a defaults file, a method's own) can drift from them."""
+    from leads.config.schema import METHOD_SETTINGS, defaults
+    from leads.datasets.config import DataConfig
+    from leads.models.methods import METHODS
+
+    assert not list(CONFIG_DIR.glob("defaults*"))
+    (tmp_path / "lotka_volterra.yaml").write_text("profiles: {quick: {}}\n")
+    resolved = load_config("lotka_volterra", config_dir=tmp_path).to_dict()
+    assert {k: v for k, v in resolved.items() if k not in ("system_name", "system")} == defaults()
+    assert defaults()["data"] == DataConfig().to_dict() and defaults()["methods"] == METHOD_SETTINGS
+    minimal = {"system_name": "x", "system": {}}
+    assert RunConfig.of(minimal).to_dict() == {**minimal, **defaults()}
+    for name, settings in METHOD_SETTINGS.items():  # the built-in methods read theirs from the schema
+        assert METHODS[name].defaults is settings, name
+    assert set(METHODS) == set(METHOD_SETTINGS)
 
 
 @pytest.mark.parametrize("change, match", [

@@ -320,7 +320,7 @@ def test_known_constants_stay_fixed_and_only_environment_parameters_are_learned(
     assert new.physics.theta.shape == (len(heldout), 2)
     assert torch.allclose(new.physics.values()[:, d_cols], truth[:1, d_cols].expand(len(heldout), -1))
     assert all(set(row) == {"F", "k"} for row in identify(new, heldout))
-    assert method_label(cfg.to_dict()) == "lowrank+phys[all,constants_known]"
+    assert method_label(cfg) == "lowrank+phys[all,constants_known]"
     with pytest.raises(UserError, match="nothing to learn"):
         cfg = RunConfig.of(tiny_config("gray_scott", tmp_path, "physics.terms=[diffusion,reaction]",
                                        "physics.params=constants_known", "physics.residual=false"))

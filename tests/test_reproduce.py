@@ -66,7 +66,7 @@ def test_every_published_setting_is_a_profile_that_reproduces_it():
     for entry in PUBLISHED:
         for profile in entry.settings:
             cfg = load_config(entry.system, profile)
-            system = get_system(entry.system, **cfg["system"])
+            system = get_system(entry.system, **cfg.system)
             assert envs_key(system, system.train_envs) == entry.train_key(), (entry.protocol, profile)
             assert (system.dt, system.horizon) == (entry.dt, entry.horizon), (entry.protocol, profile)
 
@@ -102,7 +102,7 @@ def test_coda_lotka_volterra_profile_follows_coda_s_code():
     from leads.evaluation.heldout import heldout_sets
 
     cfg = load_config("lotka_volterra", "paper")
-    system = get_system("lotka_volterra", **cfg["system"])
+    system = get_system("lotka_volterra", **cfg.system)
     sets = heldout_sets(cfg)
     grid = [{"beta": b, "delta": d} for b in (0.5, 0.75, 1.0) for d in (0.5, 0.75, 1.0)]
     assert [{k: e[k] for k in ("beta", "delta")} for e in system.train_envs] == grid
@@ -118,7 +118,7 @@ def test_coda_glycolytic_profile_follows_coda_s_code():
     from leads.evaluation.heldout import heldout_sets
 
     cfg = load_config("glycolytic_oscillator", "paper")
-    system = get_system("glycolytic_oscillator", **cfg["system"])
+    system = get_system("glycolytic_oscillator", **cfg.system)
     grid = [(k1, K1) for k1 in (100.0, 90.0, 80.0) for K1 in (1.0, 0.75, 0.5)]
     assert sorted((e["k1"], e["K1"]) for e in system.train_envs) == sorted(grid)
     (coda,) = heldout_sets(cfg).values()

@@ -59,9 +59,9 @@ def test_every_sweep_parameter_is_a_config_key_the_cli_accepts(path, tmp_path, m
     for key, value in first_values(sweep).items():
         node = cfg
         for part in key.split("."):
-            node = node[part]
+            node = node[part] if isinstance(node, dict) else getattr(node, part)
         assert node == value, (key, node, value)
-    assert cfg["system_name"] == env
+    assert cfg.system_name == env
 
 
 def test_sweep_agent_run_logs_its_metric_offline(tmp_path, monkeypatch):
@@ -96,7 +96,7 @@ def test_artifacts_are_opt_in(tmp_path, monkeypatch):
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     cfg = tiny_config("lotka_volterra", tmp_path, "logger=wandb")
-    assert cfg["wandb"]["artifacts"] is False
+    assert cfg.wandb.artifacts is False
     run_dir = run_experiment(cfg, progress=False)["run"].run_dir
     kinds = {kind for _, kind in logged(run_dir)["artifacts"]}  # W&B keeps logged tables as run_table ones
     assert not kinds & {"model", "config"}, kinds

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from leads.config.loading import load_config
+from leads.config.schema import RunConfig
 
 TINY = [
     "train.max_steps=4", "train.val_every=2", "model.width=8",
@@ -26,6 +27,6 @@ PER_SYSTEM = {
 }
 
 
-def tiny_config(system: str, tmp: Path, *extra: str) -> dict:
+def tiny_config(system: str, tmp: Path, *extra: str) -> RunConfig:
     return load_config(system, "quick", [*TINY, *PER_SYSTEM.get(system, []), f"runs_dir={tmp / 'runs'}",
                                          f"data.dir={tmp / 'data'}", f"results_dir={tmp / 'results'}", *extra])

@@ -1,7 +1,7 @@
 """Run configuration: plain YAML, resolved in layers.
 
-``configs/defaults.yaml`` <- ``configs/<system>.yaml`` <- its profile (``quick`` by default, or
-``paper``) <- ``--set key=value`` overrides. The system's own defaults (physical constants,
+The defaults (``leads.config.schema``, the one place they are written) <- ``configs/<system>.yaml``
+<- its profile (``quick`` by default) <- ``--set key=value`` overrides. The system's own defaults (physical constants,
 environment sets, observation grid) fill ``system:`` so every value a run uses is in the
 resolved config, can be overridden, and is saved with the run.
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from leads.config.schema import RunConfig, plain
+from leads.config.schema import RunConfig, defaults, plain
 from leads.datasets.atomic import atomic_write_text
 from leads.envs.base import System
 from leads.envs.errors import UserError
@@ -136,7 +136,7 @@ def load_config(
         system: a registered system name (``leads.SYSTEMS``).
         profile: a profile of ``configs/<system>.yaml`` (default: the file's ``profile``, ``quick``).
         overrides: ``"section.key=value"`` strings, as ``--set`` takes them.
-        config_dir: where ``defaults.yaml`` and ``<system>.yaml`` are read from.
+        config_dir: where ``<system>.yaml`` is read from.
 
     Returns:
         The typed configuration; ``cfg.to_dict()`` is the plain form saved with a run.
@@ -146,7 +146,7 @@ def load_config(
     path = config_dir / f"{system}.yaml"
     if not path.exists():
         raise UserError(f"no config file {path} for system '{system}'; add one (see configs/)")
-    cfg = load_yaml(config_dir / "defaults.yaml")
+    cfg = defaults()
     spec = load_yaml(path)
     profiles = spec.pop("profiles", {}) or {}
     if not isinstance(profiles, dict) or not all(isinstance(p, dict) for p in profiles.values()):
@@ -183,7 +183,7 @@ def load_config(
 
 def system_of(cfg: Mapping[str, Any]) -> System:
     """The system a run config describes, with its ``system`` settings applied."""
-    return get_system(cfg["system_name"], **cfg["system"])
+    return get_system(cfg.system_name, **cfg.system)
 
 
 def config_hash(cfg: Mapping[str, Any], n: int = 12) -> str:

@@ -12,11 +12,13 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from leads.envs.errors import UserError
+
+if TYPE_CHECKING:
+    from leads.config.schema import RunConfig
 
 OUTPUT_DIRS = ("data.dir", "runs_dir", "results_dir")
 
@@ -49,10 +51,10 @@ def check_output_dir(value: Any, key: str) -> Path:
     return path
 
 
-def check_output_dirs(cfg: Mapping[str, Any], keys: tuple[str, ...] = OUTPUT_DIRS) -> None:
+def check_output_dirs(cfg: RunConfig, keys: tuple[str, ...] = OUTPUT_DIRS) -> None:
     """Check every output directory ``keys`` of a run config (``section.key`` paths)."""
     for key in keys:
         node: Any = cfg
         for part in key.split("."):
-            node = node[part]
+            node = getattr(node, part)
         check_output_dir(node, key)

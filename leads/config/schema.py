@@ -5,9 +5,10 @@ types and ranges, each failure one line naming the key. YAML files and ``--set``
 merged as plain mappings first (``leads.config.loading``), so they work exactly as documented;
 components then take their own typed part (``cfg.train``, ``cfg.adapt``, ...).
 
-Sections also read like the mappings they came from (``cfg["train"]["lr"] == cfg.train.lr``),
-so notebooks and scripts written against the YAML keep working; ``to_dict()`` gives the plain
-form that is saved with a run and hashed.
+Code reads the configuration by attribute (``cfg.train.lr``), the one way. Sections still read
+like the mappings they came from (``cfg["train"]["lr"]``), so scripts written against the YAML
+keep working, with a ``ConfigKeyWarning`` naming the attribute (the tests turn it into an error).
+``to_dict()`` gives the plain form that is saved with a run and hashed.
 
 Per-system (``system``) and per-method (``methods.<name>``) settings stay mappings: their keys
 differ by system and method, and each system and method checks its own.
@@ -15,6 +16,7 @@ differ by system and method, and each system and method checks its own.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import re
@@ -24,7 +26,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from leads.datasets.config import DataConfig, parse_data_config
+from leads.datasets.config import DataConfig, parse_data_config, warn_key_read
 from leads.envs.errors import UserError
 
 # What is wrong with a value, or None: a message with {key} and {value} placeholders.
@@ -87,13 +89,14 @@ class Section(Mapping[str, Any]):
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Mapping):
-            return self.to_dict() == plain(dict(other))
+            return self.to_dict() == plain(other)
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]  # sections hold lists and dicts
 
     def __getitem__(self, key: str) -> Any:
         if key in self._names():
+            warn_key_read(self.where, key)
             return getattr(self, key)
         raise KeyError(key)
 
@@ -128,7 +131,7 @@ _section = dataclasses.dataclass(frozen=True, eq=False)
 
 def plain(value: Any) -> Any:
     """``value`` with every section, mapping and path turned into plain dicts and strings."""
-    if isinstance(value, Section):
+    if isinstance(value, (Section, DataConfig)):
         return value.to_dict()
     if isinstance(value, Path):
         return str(value)
@@ -142,15 +145,16 @@ def plain(value: Any) -> Any:
 @_section
 class WandbConfig(Section):
     where = "wandb"
-    mode: str = rule("offline", _choice("offline", "online", "disabled"))
+    mode: str = rule("offline", _choice("offline", "online", "disabled"))  # WANDB_MODE, if set, wins
     project: str = "leads"
     entity: str | None = None
-    artifacts: bool = False
+    artifacts: bool = False  # true: keep each run's best checkpoint and resolved config as W&B artifacts
 
 
 @_section
 class ModelConfig(Section):
-    """The backbone; keys a backbone does not use are ignored by it (leads.models.backbones)."""
+    """The backbone; every layer is adaptable. Keys a backbone does not use are ignored by it
+    (leads.models.backbones)."""
 
     where = "model"
     name: str = rule("mlp", _choice("mlp", "conv", "fno"))
@@ -159,8 +163,23 @@ class ModelConfig(Section):
     activation: str = "swish"
     kernel_size: int = rule(3, _int(1))
     modes: int = rule(12, _int(1))
-    skip: bool = False  # mlp, conv: add a linear layer of the state to the output (leads/models/backbones.py)
-    per_capita: bool = False  # mlp, conv: the output times the state, f(u) = u * g(u) (leads/models/backbones.py)
+    # mlp, conv: plus a linear layer of the state, f(u) = net(u) + L u (adapted like the others)
+    skip: bool = False
+    # mlp, conv: f(u) = u * net(u), the network gives per-capita growth rates (positive states)
+    per_capita: bool = False
+
+
+# Each method's settings; `method` picks one. The methods of leads.models.methods take their
+# defaults from here, so a run's saved config holds every value its method used.
+METHOD_SETTINGS: dict[str, dict[str, Any]] = {
+    "erm": {},
+    "per_env": {},
+    "leads": {"lambda": 1.0e-3, "g_backbone": {}},  # g_backbone: overrides of `model` for g_e
+    "coda": {"dim": 2, "l1_hyper": 1.0e-6, "l2_context": 1.0e-4},
+    # adapted_layers: all | first | skip (only model.skip's layer)
+    "lowrank": {"rank": 8, "l2_context": 0.0, "adapted_layers": "all"},
+    "lora": {"rank": 2},
+}
 
 
 @_section
@@ -177,7 +196,8 @@ class TeacherForcingConfig(Section):
 class ForecasterConfig(Section):
     where = "forecaster"
     solver: str = rule("rk4", _choice("rk4", "euler"))
-    substeps: int = rule(1, _int(1))
+    substeps: int = rule(1, _int(1))  # solver steps per observation interval
+    # scale states and rates per channel (false: physical units, as LEADS and CoDA on ODEs)
     normalize: bool = True
     # hidden channels added to the observed state, inferred from it by a learned encoder
     # (leads/models/latent.py): for partially observed data (data.observe); 0: none
@@ -188,22 +208,23 @@ class ForecasterConfig(Section):
 @_section
 class TrainConfig(Section):
     where = "train"
-    max_steps: int = rule(2000, _int(1))
-    # a budget in CPU seconds of the training process: training stops before its clock passes it,
-    # or at max_steps, whichever comes first (leads/training/budget.py); null: none
+    max_steps: int = rule(2000, _int(1))  # also sets the learning-rate schedule
+    # a budget in CPU seconds of the training process (training and validation), e.g. 3600: training
+    # stops before its clock passes it, or at max_steps, whichever comes first (leads/training/budget.py)
     max_cpu_seconds: float | None = rule(None, _number(0, open_low=True))
     lr: float = rule(1e-3, _number(0, open_low=True))
     scheduler: str = rule("cosine", _choice("cosine", "none"))
     weight_decay: float = rule(0.0, _number(0))
     grad_clip: float | None = rule(1.0, _number(0))
-    val_every: int = rule(100, _int(1))
-    explode_factor: float = rule(1e4, _number(1, open_low=True))
-    # decay of an exponential moving average of the weights, validated and saved in their place
-    # (leads/training/averaging.py); null: none
+    val_every: int = rule(100, _int(1))  # optimizer steps between validations (the checkpoint is chosen on val)
+    explode_factor: float = rule(1e4, _number(1, open_low=True))  # stop if the loss exceeds this many times its first
+    # decay of an exponential moving average of the weights (e.g. 0.999), validated and saved in their
+    # place (leads/training/averaging.py)
     ema: float | None = rule(None, lambda v: None if 0 < v < 1 else _RANGE + "a decay in (0, 1) such as 0.999, "
                                                                         "got {value}")
-    # the network through torch.compile in training (a cheaper step, the same values to ~1e-7:
-    # benchmarks/step_variants.py); how a run is computed, not what: not part of its run id
+    # the network through torch.compile in training: a cheaper step (1.3-1.5x on CPU), the same values
+    # to ~1e-7 (benchmarks/step_variants.py); its first steps compile (~20-60 s). How a run is computed,
+    # not what: not part of its run id
     compile: bool = False
 
 
@@ -213,18 +234,28 @@ class AdaptConfig(Section):
 
     where = "adapt"
     sets: list[Any] = dataclasses.field(default_factory=lambda: ["interp", "extrap"])
-    shots: int = rule(1, _int(1))
+    shots: int = rule(1, _int(1))  # trajectories per new environment
     steps: int = rule(300, _int(0))
+    # auto: Adam for weight tensors, L-BFGS for contexts, Levenberg-Marquardt for physical parameters
+    # alone | adam | lbfgs | gauss_newton
     optimizer: str = rule("auto", _choice("auto", "adam", "lbfgs", "gauss_newton"))
+    # Adam's, for contexts (lowrank, coda); L-BFGS steps by line search
     lr: float = rule(1e-2, _number(0, open_low=True))
+    # Adam's, for methods that adapt weight tensors (leads' g_e, per_env, lora)
     weights_lr: float = rule(1e-3, _number(0, open_low=True))
+    # their step budget (Adam on a network needs more steps than L-BFGS on a context); null: steps
     weights_steps: int | None = rule(None, _int(0))
+    # their patience (Adam's progress is slow and noisy: a few checks can pass without 1%); null: patience
     weights_patience: int | None = rule(None, _int(1))
     val_every: int = rule(10, _int(1))
+    # validations without improvement before stopping: the mean over environments of their kept
+    # errors must fall by min_rel_improvement (1%) to count as one
     patience: int = rule(10, _int(1))
     min_rel_improvement: float = rule(0.01, _number(0, 0.5))
-    joint: bool = True
-    init: str = "default"
+    joint: bool = True  # adapt all held-out sets in one optimisation (environments are independent problems)
+    init: str = "default"  # default (each method's own: leads/models/methods.py) | mean | zero | random
+    # after training, refit the training environments' parameters on this many training trajectories
+    # each, as above (stopping on the val split); null: keep them as trained
     refit_train: int | None = rule(None, _int(1))
 
 
@@ -236,45 +267,55 @@ def _terms(v: Any) -> str | None:
 
 @_section
 class PhysicsConfig(Section):
-    """Known terms of the equations (leads.models.physics); none by default."""
+    """Known terms of the equations: hybrid models (leads.models.physics, docs/physics.md)."""
 
     where = "physics"
-    terms: Any = rule(None, _terms)
+    terms: Any = rule(None, _terms)  # null: none (purely learned) | all | a list, e.g. [diffusion, reaction]
+    # learned per environment (identified on new ones) | constants_known (the system's constants, e.g.
+    # D_u, D_v, fixed; the rest learned) | true_values (fixed to the truth: an oracle)
     params: str = rule("learned", _choice("learned", "constants_known", "true_values"))
-    residual: bool = True
+    residual: bool = True  # false: the known terms alone, no network
+    # joint: RK4 on the sum | strang: known terms substepped around one residual step | etdrk4:
+    # Fourier-diagonal terms (diffusion) exact, the rest by ETDRK4 stages
     integrator: str = rule("joint", _choice("joint", "strang", "etdrk4"))
-    substeps: int = rule(1, _int(1))
+    substeps: int = rule(1, _int(1))  # steps per observation interval for the known terms (RK4: what stability needs)
+    # starting values per environment of the learned parameters, each fitted by start_steps Adam steps,
+    # the best kept (non-convex fits: a forcing frequency); in training before step start_after (null:
+    # before training without a residual, never with one); always before adaptation
     starts: int = rule(1, _int(1))
     start_steps: int = rule(100, _int(0))
     start_after: int | None = rule(None, _int(0))
+    # APHYNITY: loss = trajectory loss + ||residual||^2 / lambda, lambda += tau_2 * trajectory loss
+    # after every step
     lambda_0: float = rule(1.0, _number(0, open_low=True))
     tau_2: float = rule(1.0, _number(0))
 
 
 @_section
 class RunConfig(Section):
-    """One run, fully resolved: what ``configs/`` + profile + ``--set`` give for one system."""
+    """One run, fully resolved: these defaults <- ``configs/<system>.yaml`` <- its profile <- ``--set``."""
 
     system_name: str
-    system: dict[str, Any]
+    system: dict[str, Any]  # the system's own settings (envs/<system>.py fills its defaults)
     profile: str = "quick"
-    method: str = "lowrank"
-    seed: int = rule(0, _int(0, 2**32 - 1))  # Lightning's seed_everything range
-    run_name: str | None = rule(None, _plain_name)
+    method: str = "lowrank"  # one of the keys of `methods`, or package.module:ClassName
+    # training seed (initialisation, batching, teacher forcing), in Lightning's seed_everything range
+    seed: int = rule(0, _int(0, 2**32 - 1))
+    run_name: str | None = rule(None, _plain_name)  # null: <method>-s<seed>-<config hash>
     runs_dir: str = "runs"
     results_dir: str = "results"
-    device: str = "auto"
-    devices: int = rule(1, _nonzero)
+    device: str = "auto"  # auto | cpu | cuda | mps
+    devices: int = rule(1, _nonzero)  # Lightning devices
     num_nodes: int = rule(1, _int(1))
-    strategy: str = "auto"
+    strategy: str = "auto"  # auto | ddp | ...
     # torch threads: null or auto (chosen for the model and the usable CPUs: leads/threads.py) or a
-    # count; how a run is computed, not what: not part of its run id
+    # count; LEADS_NUM_THREADS wins; how a run is computed, not what: not part of its run id
     threads: Any = rule(None, _thread_count)
     logger: str = rule("wandb", _choice("wandb", "csv", "none"))
     wandb: WandbConfig = dataclasses.field(default_factory=WandbConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
-    methods: dict[str, Any] = dataclasses.field(default_factory=dict)
+    methods: dict[str, Any] = dataclasses.field(default_factory=lambda: copy.deepcopy(METHOD_SETTINGS))
     forecaster: ForecasterConfig = dataclasses.field(default_factory=ForecasterConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     adapt: AdaptConfig = dataclasses.field(default_factory=AdaptConfig)
@@ -310,6 +351,18 @@ class RunConfig(Section):
     def method_settings(self) -> dict[str, Any]:
         """The chosen method's settings with its name, as ``build_model`` takes them."""
         return {"name": self.method, **self.methods.get(self.method, {})}
+
+
+def defaults() -> dict[str, Any]:
+    """Every default of a run config in plain form: the base that ``configs/<system>.yaml``, its
+    profile and ``--set`` override (``system_name`` and ``system`` come from the system)."""
+    out = {}
+    for f in dataclasses.fields(RunConfig):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = plain(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = plain(f.default_factory())
+    return out
 
 
 def _parse(cls: type[S], data: Mapping[str, Any], where: str) -> S:

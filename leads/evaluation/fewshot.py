@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from matplotlib.figure import Figure
 
+from leads.config.schema import RunConfig
 from leads.envs.base import Env
 from leads.evaluation.heldout import SetResult, evaluate_heldout
 from leads.models.forecaster import Forecaster
@@ -19,7 +17,7 @@ def shot_counts(n_adapt: int, shots: tuple[int, ...] = SHOTS) -> list[int]:
     return sorted({min(k, n_adapt) for k in shots if n_adapt >= 1})
 
 
-def few_shot_curve(module: Forecaster, cfg: Mapping[str, Any], sets: dict[str, list[Env]],
+def few_shot_curve(module: Forecaster, cfg: RunConfig, sets: dict[str, list[Env]],
                    known: dict[str, SetResult] | None = None) -> dict[str, dict[int, SetResult]]:
     """``{set: {k: result}}`` for every k of :func:`shot_counts`; results in ``known`` (adapted
     with as many shots as asked) are reused rather than recomputed."""
@@ -27,7 +25,7 @@ def few_shot_curve(module: Forecaster, cfg: Mapping[str, Any], sets: dict[str, l
     curve: dict[str, dict[int, SetResult]] = {}
     for name, envs in sets.items():
         curve[name] = {}
-        for k in shot_counts(cfg["data"]["n_adapt"]):
+        for k in shot_counts(cfg.data.n_adapt):
             done = known.get(name)
             if done is not None and done.adapted.shots == k:
                 curve[name][k] = done

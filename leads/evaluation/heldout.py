@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from leads.config.loading import system_of
+from leads.config.schema import RunConfig
 from leads.datasets.cache import ensure_split
 from leads.datasets.h5 import Trajectories, load_split
 from leads.datasets.splits import check_set_name
@@ -134,8 +135,8 @@ def resolve_sets(system: System, entries: list[Any]) -> dict[str, list[Env]]:
     return out
 
 
-def heldout_sets(cfg: Mapping[str, Any]) -> dict[str, list[Env]]:
-    return resolve_sets(system_of(cfg), list(cfg["adapt"]["sets"]))
+def heldout_sets(cfg: RunConfig) -> dict[str, list[Env]]:
+    return resolve_sets(system_of(cfg), list(cfg.adapt.sets))
 
 
 @dataclass
@@ -154,15 +155,15 @@ class SetResult:
     reference_val_rel_l2: float = math.nan  # the model's validation error on its training environments
 
 
-def _load(system: System, cfg: Mapping[str, Any], split: str, name: str, envs: list[Env]) -> Trajectories:
+def _load(system: System, cfg: RunConfig, split: str, name: str, envs: list[Env]) -> Trajectories:
     named = name in system.heldout
-    return load_split(ensure_split(system, cfg["data"], split, None if named else envs))
+    return load_split(ensure_split(system, cfg.data, split, None if named else envs))
 
 
-def in_domain_val_error(module: Forecaster, cfg: Mapping[str, Any]) -> float:
+def in_domain_val_error(module: Forecaster, cfg: RunConfig) -> float:
     """``module``'s mean validation relative L2 on its training environments (the ``val``
     split): the reference a new environment's fit is compared with."""
-    val = load_split(ensure_split(system_of(cfg), cfg["data"], "val"))
+    val = load_split(ensure_split(system_of(cfg), cfg.data, "val"))
     device = module.u_mean.device
     x = val.states.flatten(0, 1).to(device)
     env = torch.arange(val.states.shape[0], device=device).repeat_interleave(val.states.shape[1])
@@ -170,7 +171,7 @@ def in_domain_val_error(module: Forecaster, cfg: Mapping[str, Any]) -> float:
     return float(validation_errors_by_env(module, x, t, env, val.states.shape[0]).mean())
 
 
-def evaluate_heldout(module: Forecaster, cfg: Mapping[str, Any], name: str, envs: list[Env] | None = None,
+def evaluate_heldout(module: Forecaster, cfg: RunConfig, name: str, envs: list[Env] | None = None,
                      shots: int | None = None, keep_test: bool = True, progress: bool | None = None,
                      reference: float | None = None) -> SetResult:
     """Adapt on ``adapt_<name>`` (stopping on ``val_<name>``), then score on ``test_<name>``.
@@ -184,12 +185,12 @@ def evaluate_heldout(module: Forecaster, cfg: Mapping[str, Any], name: str, envs
     val = _load(system, cfg, f"val_{name}", name, envs)
     t = torch.as_tensor(adapt.t, dtype=adapt.states.dtype)
     adapted = adapt_to_new_environments(module, adapt.states, val.states, t, [env_label(e) for e in envs],
-                                        cfg["adapt"], shots, envs=envs, progress=progress, label=name)
+                                        cfg.adapt, shots, envs=envs, progress=progress, label=name)
     del adapt, val
     return _scored(cfg, name, envs, adapted, keep_test, progress, reference)
 
 
-def _scored(cfg: Mapping[str, Any], name: str, envs: list[Env], adapted: Adapted, keep_test: bool,
+def _scored(cfg: RunConfig, name: str, envs: list[Env], adapted: Adapted, keep_test: bool,
             progress: bool | None, reference: float) -> SetResult:
     from leads.datasets.progress import announce
 
@@ -202,7 +203,7 @@ def _scored(cfg: Mapping[str, Any], name: str, envs: list[Env], adapted: Adapted
                      identify(adapted.module, envs, adapted.physics_rel_std_errors), poor, reference)
 
 
-def evaluate_heldout_sets(module: Forecaster, cfg: Mapping[str, Any], sets: Mapping[str, list[Env]],
+def evaluate_heldout_sets(module: Forecaster, cfg: RunConfig, sets: Mapping[str, list[Env]],
                           shots: int | None = None, keep_test: bool = True,
                           progress: bool | None = None) -> dict[str, SetResult]:
     """:func:`evaluate_heldout` for every set, adapting all their environments in one optimisation
@@ -220,7 +221,7 @@ def evaluate_heldout_sets(module: Forecaster, cfg: Mapping[str, Any], sets: Mapp
         return {name: evaluate_heldout(module, cfg, name, envs, shots, keep_test, progress, reference)
                 for name, envs in sets.items()}
 
-    if not (cfg["adapt"].get("joint", True) and len(sets) > 1 and
+    if not (cfg.adapt.joint and len(sets) > 1 and
             stacked_by_environment(module.env_parameters(), len(module.env_names))):
         return one_by_one()
     system = system_of(cfg)
@@ -237,7 +238,7 @@ def evaluate_heldout_sets(module: Forecaster, cfg: Mapping[str, Any], sets: Mapp
     t = torch.as_tensor(first.t, dtype=first.states.dtype)
     joint_adapted = adapt_to_new_environments(
         module, torch.cat([a.states for a in adapt.values()]), torch.cat([v.states for v in val.values()]), t,
-        [env_label(e) for e in all_envs], cfg["adapt"], shots, envs=all_envs, progress=progress,
+        [env_label(e) for e in all_envs], cfg.adapt, shots, envs=all_envs, progress=progress,
         label=" + ".join(sets))
     del adapt, val
     groups, start = [], 0

@@ -43,7 +43,7 @@ class Probe:
 
 
 def contexts_of(module: Forecaster) -> np.ndarray | None:
-    getter = CONTEXTS.get(module.cfg["method"])
+    getter = CONTEXTS.get(module.cfg.method)
     return None if getter is None else getter(module.model).detach().double().cpu().numpy()
 
 

@@ -13,19 +13,17 @@ no step improves it). Test trajectories are never read.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 
 from leads.config.loading import system_of
+from leads.config.schema import RunConfig
 from leads.datasets.cache import ensure_split
 from leads.datasets.h5 import load_split
 from leads.evaluation.adaptation import Adapted, adapt_to_new_environments
 from leads.models.forecaster import Forecaster
 
 
-def refit_training_environments(module: Forecaster, cfg: Mapping[str, Any],
+def refit_training_environments(module: Forecaster, cfg: RunConfig,
                                 progress: bool | None = None) -> Adapted:
     """Fit ``module``'s training-environment parameters again with its shared weights held.
 
@@ -40,11 +38,11 @@ def refit_training_environments(module: Forecaster, cfg: Mapping[str, Any],
         ``Adapted`` whose module is the refitted copy; ``shots`` is ``adapt.refit_train``.
     """
     system = system_of(cfg)
-    shots = int(cfg["adapt"]["refit_train"])
+    shots = int(cfg.adapt.refit_train)
     # Only the trajectories fitted are read: the GEPS code's Gray-Scott has 256 per environment.
-    train = load_split(ensure_split(system, cfg["data"], "train", progress=progress), trajectories=shots)
-    val = load_split(ensure_split(system, cfg["data"], "val", progress=progress))
+    train = load_split(ensure_split(system, cfg.data, "train", progress=progress), trajectories=shots)
+    val = load_split(ensure_split(system, cfg.data, "val", progress=progress))
     t = torch.as_tensor(train.t, dtype=train.states.dtype)
-    return adapt_to_new_environments(module, train.states, val.states, t, list(module.env_names), cfg["adapt"],
+    return adapt_to_new_environments(module, train.states, val.states, t, list(module.env_names), cfg.adapt,
                                      shots, envs=list(system.train_envs),
                                      progress=progress, label="training environments (refit)", reset=False)

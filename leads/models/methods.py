@@ -25,13 +25,14 @@ EnvModel interface (every method):
 - ``n_envs``; ``n_params_per_env`` (number of scalars adapted per environment);
   ``effective_weights(e)``: per layer ``(W_e, b_e)`` of environment ``e`` (not for ``leads``).
 
-Methods (``method_cfg`` = ``name`` and the keys below, with defaults) and the inits that
-``reset_environments`` accepts (the first is ``default``):
+Methods (``method_cfg`` = ``name`` and the keys below; their defaults are
+``leads.config.schema.METHOD_SETTINGS``) and the inits that ``reset_environments`` accepts
+(the first is ``default``):
 
 - ``erm``: one network, ``env`` ignored. Nothing to adapt; every init is accepted.
 - ``per_env``: one network per environment. Inits ``mean`` (of the old environments' weights),
   ``random`` (as at construction).
-- ``leads`` (``lambda=1e-3``; ``g_backbone={}``: overrides of the backbone config for ``g``):
+- ``leads`` (``lambda``; ``g_backbone``: overrides of the backbone config for ``g``):
   ``f(u) + g_e(u)``, ``g_e`` a per-environment network; penalty
   ``lambda · Σ_e mean_{b in e} ‖g_e(u_b)‖²/‖u_b‖²`` over the environments present in ``env``,
   in physical units as LEADS' code computes it (the ratio is not invariant to the shift and
@@ -39,17 +40,17 @@ Methods (``method_cfg`` = ``name`` and the keys below, with defaults) and the in
   norms over the whole state (LEADS' code takes them per grid point for fields). LEADS'
   spectral-norm term is not implemented. Inits ``zero`` (random with a zero output layer, so
   a new environment starts from ``f`` alone), ``random`` (as in training), ``mean``.
-- ``coda`` (``dim=2, l1_hyper=1e-6, l2_context=1e-4``): ``θ_e = θ + W ξ_e``, ``ξ_e ∈ R^dim``
+- ``coda`` (``dim, l1_hyper, l2_context``): ``θ_e = θ + W ξ_e``, ``ξ_e ∈ R^dim``
   shared by all layers, starting at zero; penalty ``l1_hyper · Σ_rows ‖W_i‖₂ + l2_context · ‖Ξ‖²``.
   Inits ``mean`` (of the old contexts), ``zero``.
-- ``lowrank`` (``rank=8, l2_context=0, adapted_layers=all``): every layer ``W_e = W + A diag(c_e) B``,
+- ``lowrank`` (``rank, l2_context, adapted_layers``): every layer ``W_e = W + A diag(c_e) B``,
   ``b_e = b + D c_e``, one context ``c_e ∈ R^rank`` shared by all layers (GEPS-like). Contexts
   start at zero (the model is then exactly its backbone); penalty ``l2_context · ‖C‖²``.
   Inits ``mean`` (of the old contexts, as GEPS), ``zero``. ``adapted_layers=skip`` (with
   ``model.skip``) adapts the skip layer only: ``f_e(u) = net(u) + L_e u``, every other layer
   shared, a prior that the environments differ by terms linear in the state; ``first`` adapts the
   first layer only, the context entering a shared network as an input does.
-- ``lora`` (``rank=2``): every layer ``W_e = W + B_e A_e``, biases shared. Inits ``zero``
+- ``lora`` (``rank``): every layer ``W_e = W + B_e A_e``, biases shared. Inits ``zero``
   (fresh ``A_e``, ``B_e = 0``), ``mean``.
 """
 
@@ -61,6 +62,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from leads.config.schema import METHOD_SETTINGS
 from leads.envs.errors import UserError
 from leads.models.adapters import (
     CodaLayer,
@@ -197,6 +199,7 @@ class _SingleNetwork(EnvModel):
 
 class ERM(_SingleNetwork):
     name = "erm"
+    defaults = METHOD_SETTINGS["erm"]
     inits = ("zero", "random", "mean")
 
     def _make_layer(self, op: Op) -> nn.Module:
@@ -205,6 +208,7 @@ class ERM(_SingleNetwork):
 
 class PerEnv(_SingleNetwork):
     name = "per_env"
+    defaults = METHOD_SETTINGS["per_env"]
     adapts_weights = True
     inits = ("mean", "random")
 
@@ -242,7 +246,7 @@ class _Contextual(_SingleNetwork):
 
 class LowRank(_Contextual):
     name = "lowrank"
-    defaults = {"rank": 8, "l2_context": 0.0, "adapted_layers": "all"}
+    defaults = METHOD_SETTINGS["lowrank"]
     context_key = "rank"
 
     def __init__(self, backbone_cfg: dict[str, Any], method_cfg: dict[str, Any],
@@ -270,7 +274,7 @@ class LowRank(_Contextual):
 
 class Coda(_Contextual):
     name = "coda"
-    defaults = {"dim": 2, "l1_hyper": 1e-6, "l2_context": 1e-4}
+    defaults = METHOD_SETTINGS["coda"]
     context_key = "dim"
 
     def _make_layer(self, op: Op) -> nn.Module:
@@ -289,7 +293,7 @@ class Coda(_Contextual):
 class Lora(_SingleNetwork):
     name = "lora"
     adapts_weights = True
-    defaults = {"rank": 2}
+    defaults = METHOD_SETTINGS["lora"]
     inits = ("zero", "mean")
 
     def _make_layer(self, op: Op) -> nn.Module:
@@ -299,7 +303,7 @@ class Lora(_SingleNetwork):
 class Leads(EnvModel):
     name = "leads"
     adapts_weights = True
-    defaults = {"lambda": 1e-3, "g_backbone": {}}
+    defaults = METHOD_SETTINGS["leads"]
     inits = ("zero", "random", "mean")
 
     def __init__(self, backbone_cfg: dict[str, Any], method_cfg: dict[str, Any],

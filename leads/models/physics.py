@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from leads.envs.base import Env, System
 from leads.envs.errors import UserError
+
+if TYPE_CHECKING:
+    from leads.config.schema import RunConfig
 
 PARAM_MODES = ("learned", "constants_known", "true_values")
 # RK4's stability interval on the negative real axis is [-2.785, 0]; a margin below it.
@@ -148,13 +151,13 @@ class PhysicsPart(nn.Module):
         self.theta = nn.Parameter(mean.expand(n, -1).clone())
 
 
-def method_label(cfg: Any) -> str:
+def method_label(cfg: RunConfig) -> str:
     """The name a run's rows and leaderboard line carry: the method, with its known terms when
     it has some (``lowrank+phys[diffusion,reaction]``; ``phys[all]`` without a residual), so
     physics-aware rows never mix with purely learned ones."""
-    pc = cfg["physics"]
-    if not pc["terms"]:
-        return str(cfg["method"])
-    terms = "all" if pc["terms"] == "all" else ",".join(pc["terms"])
-    known = f"phys[{terms}{'' if pc['params'] == 'learned' else ',' + pc['params']}]"
-    return f"{cfg['method']}+{known}" if pc["residual"] else known
+    pc = cfg.physics
+    if not pc.terms:
+        return str(cfg.method)
+    terms = "all" if pc.terms == "all" else ",".join(pc.terms)
+    known = f"phys[{terms}{'' if pc.params == 'learned' else ',' + pc.params}]"
+    return f"{cfg.method}+{known}" if pc.residual else known

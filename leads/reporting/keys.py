@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from leads.config.loading import CONFIG_DIR, config_hash, load_config, load_yaml
+from leads.config.schema import RunConfig, plain
 from leads.envs.errors import UserError
 
 PROTOCOL_DATA = ("seed", "n_train", "n_val", "n_test", "n_adapt_val", "n_test_heldout", "same_initial_states")
@@ -38,17 +39,14 @@ BOOKKEEPING = ("run_name", "device", "devices", "num_nodes", "strategy", "thread
 IDENTITY = ("run_id", "config_key", "kind", "split", "shots", "set_envs_key")
 
 
-def protocol_key(cfg: Mapping[str, Any]) -> str:
+def protocol_key(cfg: RunConfig) -> str:
     """The hash of what ``cfg``'s scores are measured on (module docstring)."""
-    data = cfg["data"]
-    return config_hash({"system_name": cfg["system_name"], "system": cfg["system"],
-                        "data": {k: data[k] for k in PROTOCOL_DATA}})
+    return config_hash({"system_name": cfg.system_name, "system": cfg.system,
+                        "data": {k: getattr(cfg.data, k) for k in PROTOCOL_DATA}})
 
 
-def config_key(cfg: Mapping[str, Any]) -> str:
+def config_key(cfg: RunConfig) -> str:
     """The hash of how ``cfg`` trains and adapts a model (module docstring)."""
-    from leads.config.schema import plain
-
     ident = {k: v for k, v in plain(cfg).items() if k not in (*BOOKKEEPING, "seed", "profile")}
     ident["data"] = {k: v for k, v in ident["data"].items() if k not in ("dir", "num_workers", "gen_batch_size")}
     ident["train"] = {k: v for k, v in ident["train"].items() if k != "compile"}
@@ -101,14 +99,14 @@ def protocols_of(system: str) -> tuple[ProtocolId, ...]:
                  for key, names in by_key.items())
 
 
-def protocol_of(cfg: Mapping[str, Any]) -> ProtocolId:
+def protocol_of(cfg: RunConfig) -> ProtocolId:
     """The protocol ``cfg`` follows, named after the system's profiles that follow it too (or
     after ``cfg``'s own profile when none does: data settings changed with ``--set``)."""
     key = protocol_key(cfg)
-    for p in protocols_of(cfg["system_name"]):
+    for p in protocols_of(cfg.system_name):
         if p.key == key:
             return p
-    return ProtocolId(cfg["system_name"], key, f"{cfg['profile']}-{key[:6]}", (str(cfg["profile"]),))
+    return ProtocolId(cfg.system_name, key, f"{cfg.profile}-{key[:6]}", (cfg.profile,))
 
 
 def profile_protocol_key(system: str, profile: str) -> str | None:

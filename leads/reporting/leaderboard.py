@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from leads.datasets.atomic import atomic_write_text
 from leads.evaluation.metrics import mean_std
@@ -45,6 +45,9 @@ from leads.reporting.keys import (
 )
 from leads.reporting.published import Published, published_for
 from leads.reporting.results import ALL
+
+if TYPE_CHECKING:
+    from leads.config.schema import RunConfig
 
 NAMED_SETS = ("interp", "extrap")
 PHYSICS_AWARE = ("APHYNITY", "GEPS-Phy")  # published methods that use part of the equations
@@ -167,7 +170,7 @@ def resolve_protocol(rows: Iterable[Mapping[str, Any]], system: str, profile: st
     keys = {r["protocol_key"] for r in rows}
     if cfg is not None:
         own = protocol_of(cfg)
-        profile = str(cfg["profile"])
+        profile = cfg.profile
         if own.key in keys or own.key != profile_protocol_key(system, profile):
             return own
     if profile is None:
@@ -600,9 +603,8 @@ def wandb_table(lb: Leaderboard) -> Any:
                                            for row in data])
 
 
-def for_config(rows: list[dict[str, Any]], cfg: Mapping[str, Any], shots: int | None = None) -> Leaderboard:
+def for_config(rows: list[dict[str, Any]], cfg: RunConfig, shots: int | None = None) -> Leaderboard:
     """The leaderboard of the protocol ``cfg`` follows (its ``--set`` overrides included)."""
-    system = str(cfg["system_name"])
-    return build(rows, system, resolve_protocol(rows, system, cfg=cfg),
-                 int(cfg["adapt"]["shots"] if shots is None else shots))
+    system = cfg.system_name
+    return build(rows, system, resolve_protocol(rows, system, cfg=cfg), cfg.adapt.shots if shots is None else shots)
 

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from leads.envs.base import Env, envs_key
 from leads.envs.registry import get_system
+
+if TYPE_CHECKING:
+    from leads.config.schema import RunConfig
 
 Number = tuple[float, float | None]  # mean, std (None where not published)
 
@@ -162,12 +165,12 @@ def published_for(system: str) -> list[Published]:
     return [p for p in PUBLISHED if p.system == system]
 
 
-def published_protocol_of(cfg: Mapping[str, Any]) -> Published | None:
+def published_protocol_of(cfg: RunConfig) -> Published | None:
     """The published entry whose protocol ``cfg`` follows (its data and environments: a profile
     of the entry's settings, ``--set`` overrides included), if any."""
     from leads.reporting.keys import profile_protocol_key, protocol_key
 
-    system, key = str(cfg["system_name"]), protocol_key(cfg)
+    system, key = cfg.system_name, protocol_key(cfg)
     for entry in published_for(system):
         if any(profile_protocol_key(system, p) == key for p in entry.settings):
             return entry

@@ -26,7 +26,6 @@ import math
 import os
 import subprocess
 import warnings
-from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,20 +39,21 @@ from leads.envs.errors import UserError
 from leads.reporting.keys import BOOKKEEPING, identity
 
 if TYPE_CHECKING:  # scoring pulls in Lightning; writing and reading rows should not
+    from leads.config.schema import RunConfig
     from leads.evaluation.scoring import Scores
 
 ALL = "all"
 REPO = Path(__file__).resolve().parents[2]
 
 
-def results_path(cfg: Mapping[str, Any]) -> Path:
-    return Path(cfg["results_dir"]) / cfg["system_name"] / "results.jsonl"
+def results_path(cfg: RunConfig) -> Path:
+    return Path(cfg.results_dir) / cfg.system_name / "results.jsonl"
 
 
-def study_hash(cfg: Mapping[str, Any]) -> str:
+def study_hash(cfg: RunConfig) -> str:
     """Hash of what determines a result: the config without bookkeeping and the data directory."""
-    ident = {k: v for k, v in cfg.items() if k not in BOOKKEEPING}
-    ident["data"] = {k: v for k, v in cfg["data"].items() if k != "dir"}
+    ident = {k: v for k, v in cfg.to_dict().items() if k not in BOOKKEEPING}
+    ident["data"] = {k: v for k, v in ident["data"].items() if k != "dir"}
     return config_hash(ident)
 
 

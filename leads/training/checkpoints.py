@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from leads.config.schema import plain
+from leads.config.schema import RunConfig, plain
 from leads.datasets.atomic import atomic_write
 from leads.envs.errors import UserError
 from leads.models.forecaster import Forecaster
@@ -111,7 +110,7 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def check_resume_checkpoint(path: Path, cfg: Mapping[str, Any]) -> None:
+def check_resume_checkpoint(path: Path, cfg: RunConfig) -> None:
     """Raise a one-line ``UserError`` unless ``path`` is a readable checkpoint of a run of the
     same system, method, seed, model and data as ``cfg``. Training settings (``train.*``,
     ``adapt.*``, ...) may change on resume, e.g. to train for longer."""
@@ -159,7 +158,7 @@ def load_checkpoint(path: str | Path, system: str | None = None) -> Forecaster:
     except Exception as e:  # a foreign or damaged file: whatever torch or Lightning raised
         raise UserError(f"{path} is not a checkpoint of this project ({type(e).__name__}); pass a .ckpt "
                         "written by training, e.g. runs/<system>/<run>/checkpoints/best.ckpt") from None
-    got = module.cfg.get("system_name")
+    got = module.cfg.system_name
     if system is not None and got != system:
         raise UserError(f"checkpoint {path} holds a {got} model, not {system}; pass --env {got} "
                         f"or a {system} checkpoint")

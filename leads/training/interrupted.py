@@ -3,11 +3,13 @@ to go on."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from leads.envs.errors import UserError
+
+if TYPE_CHECKING:
+    from leads.config.schema import RunConfig
 
 
 class Interrupted(Exception):
@@ -21,10 +23,9 @@ class Interrupted(Exception):
     """
 
     def __init__(self, phase: str, run_dir: Path | None, ckpt: Path | None = None, step: int | None = None,
-                 cfg: Mapping[str, Any] | None = None) -> None:
-        cfg = cfg or {}
+                 cfg: RunConfig | None = None) -> None:
         self.phase, self.run_dir, self.ckpt, self.step = phase, run_dir, ckpt, step
-        self.system, self.method, self.seed = cfg.get("system_name", ""), cfg.get("method", ""), cfg.get("seed", 0)
+        self.system, self.method, self.seed = ("", "", 0) if cfg is None else (cfg.system_name, cfg.method, cfg.seed)
         self.saved_step = checkpoint_step(ckpt) if ckpt is not None and phase != "evaluation" else None
         super().__init__(self.describe())
 

@@ -16,14 +16,14 @@ from typing import Any
 
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 
-from leads.config.schema import plain
+from leads.config.schema import RunConfig, plain
 from leads.envs.errors import UserError
 
 LOGGERS = ("wandb", "csv", "none")
 
 
-def wandb_mode(cfg: Mapping[str, Any]) -> str:
-    mode = os.environ.get("WANDB_MODE") or cfg["wandb"]["mode"]
+def wandb_mode(cfg: RunConfig) -> str:
+    mode = os.environ.get("WANDB_MODE") or cfg.wandb.mode
     if mode not in ("offline", "online", "disabled", "dryrun", "run"):
         raise UserError(f"unknown W&B mode '{mode}'; choose offline, online or disabled")
     if mode in ("online", "run") and not _wandb_reachable():
@@ -45,11 +45,11 @@ def _wandb_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def make_logger(cfg: Mapping[str, Any], run_dir: Path, run_id: str, job_type: str = "train") -> Logger | None:
+def make_logger(cfg: RunConfig, run_dir: Path, run_id: str, job_type: str = "train") -> Logger | None:
     """The run's logger (None for ``logger: none`` or W&B disabled). W&B runs are grouped by
     system and profile (``<system>/<profile>``), so a dashboard compares methods and seeds of one
     protocol; ``job_type`` is ``train`` or ``leaderboard``; tags name the method, seed and commit."""
-    kind = cfg["logger"]
+    kind = cfg.logger
     if kind not in LOGGERS:
         raise UserError(f"unknown logger '{kind}'; choose one of: {', '.join(LOGGERS)}")
     if kind == "none":
@@ -69,11 +69,11 @@ def make_logger(cfg: Mapping[str, Any], run_dir: Path, run_id: str, job_type: st
     # run from its sweep.
     sweep = bool(os.environ.get("WANDB_SWEEP_ID"))
     logger = WandbLogger(
-        project=cfg["wandb"]["project"],
-        entity=cfg["wandb"]["entity"],
+        project=cfg.wandb.project,
+        entity=cfg.wandb.entity,
         name=run_id,
         id=None if sweep else run_id,
-        group=f"{cfg['system_name']}/{cfg['profile']}",
+        group=f"{cfg.system_name}/{cfg.profile}",
         job_type=job_type,
         tags=_tags(cfg, job_type),
         save_dir=str(run_dir),
@@ -100,14 +100,14 @@ def log_artifacts(experiment: Any, run_id: str, files: Mapping[str, Path]) -> No
         experiment.log_artifact(art)
 
 
-def _tags(cfg: Mapping[str, Any], job_type: str) -> list[str]:
+def _tags(cfg: RunConfig, job_type: str) -> list[str]:
     from leads.models.physics import method_label
     from leads.reporting.results import git_commit
 
-    tags = [f"system:{cfg['system_name']}", f"profile:{cfg['profile']}", f"commit:{git_commit()[:12]}"]
+    tags = [f"system:{cfg.system_name}", f"profile:{cfg.profile}", f"commit:{git_commit()[:12]}"]
     if job_type == "train":
-        tags += [f"method:{method_label(cfg)}", f"seed:{cfg['seed']}"] + (["physics-aware"] if
-                                                                          cfg["physics"]["terms"] else [])
+        tags += [f"method:{method_label(cfg)}", f"seed:{cfg.seed}"] + (["physics-aware"] if
+                                                                          cfg.physics.terms else [])
     return [t[:64] for t in tags]  # W&B's tag length limit
 
 

@@ -17,7 +17,7 @@ import torch
 
 from leads.config.loading import config_hash, save_config, system_of
 from leads.config.paths import check_output_dirs
-from leads.config.schema import RunConfig
+from leads.config.schema import RunConfig, plain
 from leads.datasets.atomic import atomic_write_text
 from leads.datasets.datamodule import TrajectoryDataModule, check_window
 from leads.datasets.h5 import load_split
@@ -73,12 +73,16 @@ class TrainedRun:
 _KEYS_ADDED_LATER = {"adapt": {"weights_steps": None, "weights_patience": None, "refit_train": None},
                      "data": {"observe": None}, "forecaster": {"latent_channels": 0},
                      "model": {"skip": False, "per_capita": False}, "train": {"ema": None, "max_cpu_seconds": None}}
-_METHOD_KEYS_ADDED_LATER = {("lowrank", "adapted_layers"): "all"}
+_METHOD_KEYS_ADDED_LATER = {("lowrank", "adapted_layers"): "all", ("lowrank", "l2_context"): 0.0,
+                            ("leads", "g_backbone"): {}}
 
 
-def run_id_of(cfg: Mapping[str, Any]) -> str:
-    if cfg.get("run_name"):
-        return str(cfg["run_name"])
+def run_id_of(cfg: RunConfig | Mapping[str, Any]) -> str:
+    """``run_name``, or ``<method>-s<seed>-<hash>`` of the plain form without its bookkeeping
+    (the plain form, as saved with a run: a run saved before a key existed keeps its id)."""
+    ident = plain(cfg)
+    if ident.get("run_name"):
+        return str(ident["run_name"])
     # The seed and run bookkeeping do not change what is trained... except the seed, which is kept.
     ident = {k: v for k, v in cfg.items() if k not in ("run_name", "device", "devices", "num_nodes",
                                                         "strategy", "threads", "logger", "wandb", "runs_dir",
@@ -99,24 +103,24 @@ def run_id_of(cfg: Mapping[str, Any]) -> str:
                                    if _METHOD_KEYS_ADDED_LATER.get((name, k), object()) != v}
                             if isinstance(settings, dict) else settings
                             for name, settings in methods.items()}
-    method = re.sub(r"[^A-Za-z0-9_.-]", "_", str(cfg["method"]))  # module:Class -> a directory name
-    return f"{method}-s{cfg['seed']}-{config_hash(ident, 8)}"
+    method = re.sub(r"[^A-Za-z0-9_.-]", "_", str(ident["method"]))  # module:Class -> a directory name
+    return f"{method}-s{ident['seed']}-{config_hash(ident, 8)}"
 
 
-def runs_of(cfg: Mapping[str, Any]) -> list[Path]:
+def runs_of(cfg: RunConfig) -> list[Path]:
     """The run directories of this config (its run id, and ``<id>-2``, ... for repeats), oldest first."""
     base_id = run_id_of(cfg)
-    root = Path(cfg["runs_dir"]) / cfg["system_name"]
+    root = Path(cfg.runs_dir) / cfg.system_name
     return sorted((p for p in root.glob(f"{base_id}*") if p.is_dir() and
                    (p.name == base_id or p.name[len(base_id):].lstrip("-").isdigit())),
                   key=lambda p: p.stat().st_mtime)
 
 
-def run_dir_for(cfg: Mapping[str, Any], resume: bool) -> tuple[Path, str]:
+def run_dir_for(cfg: RunConfig, resume: bool) -> tuple[Path, str]:
     """``resume`` continues the latest run of this config; otherwise a fresh directory, never
     one that already holds a user's run."""
     base_id = run_id_of(cfg)
-    root = Path(cfg["runs_dir"]) / cfg["system_name"]
+    root = Path(cfg.runs_dir) / cfg.system_name
     candidates = runs_of(cfg)
     if resume:
         if not candidates:
@@ -134,7 +138,7 @@ def _ddp_child() -> bool:
     return os.environ.get("LOCAL_RANK", "0") not in ("", "0")
 
 
-def claim_run_dir(cfg: Mapping[str, Any], resume: bool) -> tuple[Path, str]:
+def claim_run_dir(cfg: RunConfig, resume: bool) -> tuple[Path, str]:
     """:func:`run_dir_for`, safe for runs started together: a fresh directory is created
     atomically (two runs of one config get two directories), and DDP ranks > 0 use rank 0's."""
     if _ddp_child() and os.environ.get(RUN_DIR_ENV):
@@ -149,25 +153,25 @@ def claim_run_dir(cfg: Mapping[str, Any], resume: bool) -> tuple[Path, str]:
             continue  # another process took this name between the check and the mkdir
 
 
-def trainer_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    device = cfg["device"]
+def trainer_kwargs(cfg: RunConfig) -> dict[str, Any]:
+    device = cfg.device
     if device not in ACCELERATORS:
         raise UserError(f"unknown device '{device}'; choose one of: {', '.join(ACCELERATORS)}")
     if device in ("cuda", "gpu") and not torch.cuda.is_available():
         raise UserError("--device cuda asked for but no CUDA device is visible; use --device cpu")
     return {
         "accelerator": "gpu" if device == "cuda" else device,
-        "devices": cfg["devices"],
-        "num_nodes": cfg["num_nodes"],
-        "strategy": cfg["strategy"],
+        "devices": cfg.devices,
+        "num_nodes": cfg.num_nodes,
+        "strategy": cfg.strategy,
     }
 
 
-def data_and_model(cfg: Mapping[str, Any], progress: bool | None = None) -> tuple[TrajectoryDataModule, Forecaster]:
+def data_and_model(cfg: RunConfig, progress: bool | None = None) -> tuple[TrajectoryDataModule, Forecaster]:
     """The data module (its files generated if missing, with ``progress``) and a fresh model
     whose normalisation is measured on the training split."""
     system = system_of(cfg)
-    dm = TrajectoryDataModule(system, cfg["data"], progress=progress)
+    dm = TrajectoryDataModule(system, cfg.data, progress=progress)
     dm.prepare_data()
     dm.setup("fit")
     train_data = load_split(dm.paths["train"])
@@ -178,34 +182,34 @@ def data_and_model(cfg: Mapping[str, Any], progress: bool | None = None) -> tupl
     module.fit_normalization(states, t)
     # Several starting values of the known terms' parameters, fitted on the training data
     # (physics.starts), here when physics.start_after says before training (SearchPhysicsAfter otherwise).
-    pc = cfg["physics"]
+    pc = cfg.physics
     if _search_after(cfg) == 0:
-        module.search_physics(train_data.states, t, int(pc["starts"]), int(pc["start_steps"]), int(cfg["seed"]))
+        module.search_physics(train_data.states, t, int(pc.starts), int(pc.start_steps), int(cfg.seed))
     return dm, module
 
 
-def _search_after(cfg: Mapping[str, Any]) -> int | None:
+def _search_after(cfg: RunConfig) -> int | None:
     """The training step before which the known terms' parameters are searched (None: never).
     By default, before training without a residual and never with one (untrained, it is noise,
     and the known terms alone would be fitted to what the missing ones do: the pendulum without
     friction got omega0 ~ 3.8 for 0.5); adaptation always searches, with the trained residual."""
-    pc = cfg["physics"]
-    if not pc["terms"] or pc["starts"] <= 1:
+    pc = cfg.physics
+    if not pc.terms or pc.starts <= 1:
         return None
-    if pc["start_after"] is None:
-        return None if pc["residual"] else 0
-    return int(pc["start_after"])
+    if pc.start_after is None:
+        return None if pc.residual else 0
+    return int(pc.start_after)
 
 
-def _physics_search_callbacks(cfg: Mapping[str, Any], dm: TrajectoryDataModule) -> list[pl.Callback]:
+def _physics_search_callbacks(cfg: RunConfig, dm: TrajectoryDataModule) -> list[pl.Callback]:
     after = _search_after(cfg)
     if not after:
         return []
     # Only what the search uses is read, and kept for the whole of training.
     data = load_split(dm.paths["train"], trajectories=SEARCH_TRAJECTORIES)
-    pc = cfg["physics"]
-    return [SearchPhysicsAfter(data.states, torch.as_tensor(data.t, dtype=torch.float32), int(pc["starts"]),
-                               int(pc["start_steps"]), int(cfg["seed"]), after)]
+    pc = cfg.physics
+    return [SearchPhysicsAfter(data.states, torch.as_tensor(data.t, dtype=torch.float32), int(pc.starts),
+                               int(pc.start_steps), int(cfg.seed), after)]
 
 
 def train(cfg: RunConfig | Mapping[str, Any], resume: bool = False, progress: bool = True,
@@ -244,7 +248,7 @@ def train(cfg: RunConfig | Mapping[str, Any], resume: bool = False, progress: bo
         segment = start_segment(run_dir, cfg, (checkpoint_step(last) or 0) if resume else 0)
     os.environ[RUN_DIR_ENV] = str(run_dir)
     quiet_third_party()
-    pl.seed_everything(cfg["seed"], workers=True, verbose=False)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     try:
         dm, module = data_and_model(cfg, progress)
@@ -258,31 +262,31 @@ def train(cfg: RunConfig | Mapping[str, Any], resume: bool = False, progress: bo
     clock = TrainClock()
     curve = LearningCurve(run_dir, clock, _test_split(cfg) if test_curve and not child else None)
     logger = make_logger(cfg, run_dir, run_id)
-    tc = cfg["train"]
+    tc = cfg.train
     # The budget's stop is announced whatever the progress setting: it says why the run ended early.
-    budget = [CPUBudget(tc["max_cpu_seconds"], clock)] if tc["max_cpu_seconds"] else []
+    budget = [CPUBudget(tc.max_cpu_seconds, clock)] if tc.max_cpu_seconds else []
     with warnings.catch_warnings():
         for pattern in IGNORED_WARNINGS:
             warnings.filterwarnings("ignore", message=pattern)
         trainer = pl.Trainer(
             **trainer_kwargs(cfg),
-            max_steps=tc["max_steps"],
-            val_check_interval=tc["val_every"],
+            max_steps=tc.max_steps,
+            val_check_interval=tc.val_every,
             check_val_every_n_epoch=None,
             num_sanity_val_steps=0,
-            gradient_clip_val=tc["grad_clip"] or None,
+            gradient_clip_val=tc.grad_clip or None,
             logger=logger if logger is not None else False,
             callbacks=[clock, curve, ValidateLastStep(), checkpoint, last_checkpoint,
                        *budget,
-                       TrainProgress(f"{cfg['system_name']} {cfg['method']} seed {cfg['seed']}",
+                       TrainProgress(f"{cfg.system_name} {cfg.method} seed {cfg.seed}",
                                      progress), *_physics_search_callbacks(cfg, dm), *callbacks,
                        # after the curve: it scores the averaged weights, as validation does
-                       *([EMAWeights(tc["ema"])] if tc["ema"] else [])],
+                       *([EMAWeights(tc.ema)] if tc.ema else [])],
             plugins=[AtomicCheckpointIO()],
             use_distributed_sampler=False,  # the datamodule shards training batches itself (datasets/sharding.py)
             enable_progress_bar=False,  # TrainProgress counts steps, not epochs
             enable_model_summary=False,
-            log_every_n_steps=min(50, tc["val_every"]),
+            log_every_n_steps=min(50, tc.val_every),
             default_root_dir=str(run_dir),
         )
         try:
@@ -305,7 +309,7 @@ def train(cfg: RunConfig | Mapping[str, Any], resume: bool = False, progress: bo
     if trainer.is_global_zero:
         _write_state(run_dir, {"train_seconds": seconds, "train_cpu_seconds": cpu_seconds, "best_ckpt": str(best_path),
                                "best_val_rel_l2": best_score, "global_step": trainer.global_step, "stop": stop,
-                               "max_steps": tc["max_steps"], "max_cpu_seconds": tc["max_cpu_seconds"],
+                               "max_steps": tc.max_steps, "max_cpu_seconds": tc.max_cpu_seconds,
                                "step_cpu_seconds": step_cost, "torch_threads": torch.get_num_threads()})
         if segment:
             end_segment(run_dir, segment, trainer.global_step, stop)
@@ -313,7 +317,7 @@ def train(cfg: RunConfig | Mapping[str, Any], resume: bool = False, progress: bo
                       cpu_seconds, int(trainer.global_step), stop, step_cost)
 
 
-def check_resume(cfg: Mapping[str, Any]) -> Path:
+def check_resume(cfg: RunConfig) -> Path:
     """The last checkpoint ``--resume`` would continue ``cfg``'s latest run from, checked to be an
     intact checkpoint of that run; a one-line ``UserError`` otherwise."""
     run_dir, _ = run_dir_for(cfg, resume=True)
@@ -324,7 +328,7 @@ def check_resume(cfg: Mapping[str, Any]) -> Path:
     return last
 
 
-def _finished_training(run_dir: Path, cfg: Mapping[str, Any], last: Path) -> dict[str, Any] | None:
+def _finished_training(run_dir: Path, cfg: RunConfig, last: Path) -> dict[str, Any] | None:
     """The run's ``state.json`` if its training had finished for ``cfg`` (its last checkpoint is
     the one the state was written at, and ``cfg`` would stop there: its ``max_steps`` reached, or
     the same CPU budget spent); None if there is training to do."""
@@ -332,16 +336,16 @@ def _finished_training(run_dir: Path, cfg: Mapping[str, Any], last: Path) -> dic
     step = state.get("global_step")
     if step is None or checkpoint_step(last) != step:
         return None
-    tc = cfg["train"]
-    if step >= tc["max_steps"]:
+    tc = cfg.train
+    if step >= tc.max_steps:
         return state
-    if state.get("stop") == "cpu_budget" and tc["max_cpu_seconds"] is not None and \
-            state.get("max_cpu_seconds") == tc["max_cpu_seconds"]:
+    if state.get("stop") == "cpu_budget" and tc.max_cpu_seconds is not None and \
+            state.get("max_cpu_seconds") == tc.max_cpu_seconds:
         return state
     return None
 
 
-def _trained_before(cfg: Mapping[str, Any], run_dir: Path, run_id: str, state: Mapping[str, Any]) -> TrainedRun:
+def _trained_before(cfg: RunConfig, run_dir: Path, run_id: str, state: Mapping[str, Any]) -> TrainedRun:
     best_path = Path(state.get("best_ckpt") or run_dir / "checkpoints" / "best.ckpt")
     if not best_path.is_file():
         best_path = run_dir / "checkpoints" / "last.ckpt"

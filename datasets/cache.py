@@ -43,7 +43,7 @@ class SplitStatus:
 
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
-    """Exclusive advisory lock on ``<path>.lock``, shared by every process on this machine."""
+    """Exclusive advisory lock on ``<path>.lock``, shared by every process that locks the same file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
     try:

@@ -16,11 +16,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from leads.config.loading import CONFIG_DIR, load_config, load_yaml
+from leads.config.loading import CONFIG_DIR, load_config, load_yaml, replaced_message
 from leads.config.paths import check_output_dirs
 from leads.config.schema import RunConfig
 from leads.envs.errors import UserError
 from leads.envs.registry import SYSTEMS
+
+REPLACED = "replaced_protocols"  # the section of protocols.yaml naming what replaced a removed protocol
+
+
+def check_replaced(name: str, path: Path = CONFIG_DIR / "protocols.yaml") -> None:
+    """A one-line ``UserError`` naming the replacement if ``name`` is a replaced protocol."""
+    replaced = load_yaml(path).get(REPLACED) or {}
+    if name in replaced:
+        raise UserError(replaced_message(f"protocol '{name}'", "--protocol", replaced[name], "", path))
 
 
 @dataclass(frozen=True)
@@ -35,7 +44,9 @@ class Protocol:
 def load_protocols(path: Path = CONFIG_DIR / "protocols.yaml") -> dict[str, Protocol]:
     """Every protocol of ``path``, checked: a known system, a profile it has, known methods."""
     out = {}
-    for name, spec in load_yaml(path).items():
+    specs = load_yaml(path)
+    specs.pop(REPLACED, None)
+    for name, spec in specs.items():
         where = f"{path}: protocol '{name}'"
         if not isinstance(spec, dict) or set(spec) != {"system", "profile", "methods", "source"}:
             raise UserError(f"{where} must give exactly: system, profile, methods, source")
@@ -85,6 +96,7 @@ def reproduce(name: str, seeds: int = 3, max_steps: int | None = None, methods: 
     from leads.threads import use_threads
 
     protocols = load_protocols()
+    check_replaced(name)
     if name not in protocols:
         raise UserError(f"unknown protocol '{name}'; choose one of: {', '.join(sorted(protocols))}")
     protocol = protocols[name]

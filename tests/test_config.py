@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,64 @@ def test_a_cpu_budget_that_is_not_a_positive_number_is_one_line(value):
     with pytest.raises(UserError, match="train.max_cpu_seconds") as e:
         load_config("gray_scott", "quick", [f"train.max_cpu_seconds={value}"])
     assert "\n" not in str(e.value)
+
+
+# ----------------------------------------------------------------- one profile per purpose
+PROFILE_NAME = re.compile(r"quick|(?P<base>paper[a-z_]*?)(?P<recipe>_cpu(_hybrid)?)?")
+
+
+def _spec(system: str) -> dict:
+    return yaml.safe_load((CONFIG_DIR / f"{system}.yaml").read_text())
+
+
+@pytest.mark.parametrize("system", sorted(SYSTEMS))
+def test_one_profile_per_purpose_each_saying_what_it_is_for(system):
+    """quick; a published protocol as paper*; our CPU recipe for one as <it>_cpu, a physics-aware one
+    as <it>_cpu_hybrid; every profile's line says in a comment what it is for."""
+    profiles = _spec(system)["profiles"]
+    for name in profiles:
+        match = PROFILE_NAME.fullmatch(name)
+        assert match, f"{system}: profile name '{name}' is not quick, paper*, <protocol>_cpu or <protocol>_cpu_hybrid"
+        assert match["recipe"] is None or match["base"] in profiles, f"{system}: {name} recipes no profile"
+    lines = (CONFIG_DIR / f"{system}.yaml").read_text().splitlines()
+    for name in profiles:
+        (line,) = [x for x in lines if x.startswith(f"  {name}:")]
+        assert "#" in line and len(line.split("#", 1)[1].strip()) > 10, f"{system}: say what {name} is for"
+
+
+@pytest.mark.parametrize("system", sorted(SYSTEMS))
+def test_a_replaced_profile_names_its_replacement_in_one_line(system):
+    replaced = _spec(system).get("replaced_profiles") or {}
+    for old, entry in replaced.items():
+        with pytest.raises(UserError) as e:
+            load_config(system, old)
+        message = str(e.value)
+        assert "\n" not in message and f"'{old}'" in message and f"--profile {entry['by']}" in message
+        assert all(f"--set {s}" in message for s in entry.get("set", []))
+        assert load_config(system, entry["by"], entry.get("set", [])).profile == entry["by"]  # its rerun works
+
+
+def test_every_replaced_name_had_a_replacement():
+    assert set(_spec("gray_scott")["replaced_profiles"]) == {"paper_code_cpu_hour", "paper_code_cpu_45k",
+                                                             "paper_code_cpu_3600s"}
+    assert _spec("pendulum")["replaced_profiles"] == {"paper_hybrid_cpu": {"by": "paper_cpu_hybrid"}}
+    assert _spec("lotka_volterra")["replaced_profiles"] == {"paper_leads_per_capita": {"by": "paper_leads_cpu"}}
+
+
+def test_protocol_names_follow_their_profiles_and_replaced_ones_name_theirs():
+    from leads.reproduce import REPLACED, load_protocols, reproduce
+
+    protocols = load_protocols()
+    for name, p in protocols.items():
+        recipe = PROFILE_NAME.fullmatch(p.profile)["recipe"] or ""
+        assert re.fullmatch(rf"[a-z]+_{p.system}(_text)?{recipe}", name), (name, p.profile)
+    replaced = yaml.safe_load((CONFIG_DIR / "protocols.yaml").read_text())[REPLACED]
+    assert {"geps_gray_scott_cpu_hour", "geps_gray_scott_cpu_45k", "geps_gray_scott_cpu_3600s",
+            "geps_gray_scott_hybrid_cpu", "geps_pendulum_hybrid_cpu",
+            "leads_lotka_volterra_per_capita"} <= set(replaced)
+    for old, entry in replaced.items():
+        assert entry["by"] in protocols and old not in protocols
+        with pytest.raises(UserError, match=rf"^protocol '{old}' was replaced by '{entry['by']}': use "
+                                            rf"--protocol {entry['by']}") as e:
+            reproduce(old)
+        assert "\n" not in str(e.value)

@@ -243,7 +243,7 @@ def test_published_block_names_the_setting_its_numbers_are_matched_against():
     for profile, setting in (("paper", "the GEPS paper's text, 1 training trajectory per environment"),
                              ("paper_code", "the setting of GEPS' public code, 256 training trajectories"),
                              ("paper_code_cpu", "the setting of GEPS' public code (256 training trajectories "
-                                                "per environment), trained with our CPU recipe")):
+                                                "per environment), our CPU recipe")):
         rows = _geps_rows(profile=profile)
         md = leaderboard.to_markdown(leaderboard.build(rows, "gray_scott", profile))
         assert f"Same protocol as these rows (profile {profile}," in md and f"Matched against {setting}" in md, profile

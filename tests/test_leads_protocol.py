@@ -89,9 +89,9 @@ def test_paper_leads_follows_leads_recipe():
     assert (tf.start, tf.decay, tf.every) == (0.99, 0.99, 10)
 
 
-def test_paper_leads_per_capita_is_paper_leads_with_the_per_capita_networks():
-    ours = load_config("lotka_volterra", "paper_leads_per_capita").to_dict()
+def test_paper_leads_cpu_is_paper_leads_with_the_per_capita_networks():
+    ours = load_config("lotka_volterra", "paper_leads_cpu").to_dict()
     same = load_config("lotka_volterra", "paper_leads", [
         "model.per_capita=true", "train.max_steps=15000", "train.val_every=500", "train.compile=true"]).to_dict()
-    assert ours.pop("profile") == "paper_leads_per_capita" and same.pop("profile") == "paper_leads"
+    assert ours.pop("profile") == "paper_leads_cpu" and same.pop("profile") == "paper_leads"
     assert ours == same

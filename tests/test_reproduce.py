@@ -80,22 +80,9 @@ def test_geps_gray_scott_profiles_follow_the_text_and_the_code():
         assert cfg.data.n_test == cfg.data.n_test_heldout == 32
         assert cfg.adapt.shots == 1
     assert code.train.max_steps == 120000
-    # the one-CPU-hour recipe is the CPU recipe, compiled and longer: nothing else changed
-    hour = load_config("gray_scott", "paper_code_cpu_hour").to_dict()
-    longer = load_config("gray_scott", "paper_code_cpu", ["train.max_steps=30000", "train.compile=true"]).to_dict()
-    assert hour.pop("profile") == "paper_code_cpu_hour" and longer.pop("profile") == "paper_code_cpu"
-    assert hour == longer
-    # the 45,000-step recipe is the hour recipe with more steps and Levenberg-Marquardt contexts
-    k45 = load_config("gray_scott", "paper_code_cpu_45k").to_dict()
-    hour_lm = load_config("gray_scott", "paper_code_cpu_hour", [
-        "train.max_steps=45000", "adapt.optimizer=gauss_newton", "adapt.val_every=1", "adapt.patience=5"]).to_dict()
-    assert k45.pop("profile") == "paper_code_cpu_45k" and hour_lm.pop("profile") == "paper_code_cpu_hour"
-    assert k45 == hour_lm
-    # the one-CPU-hour budget is the 45,000-step recipe stopped before 3,600 CPU seconds
-    budget = load_config("gray_scott", "paper_code_cpu_3600s").to_dict()
-    capped = load_config("gray_scott", "paper_code_cpu_45k", ["train.max_cpu_seconds=3600"]).to_dict()
-    assert budget.pop("profile") == "paper_code_cpu_3600s" and capped.pop("profile") == "paper_code_cpu_45k"
-    assert budget == capped
+    # the CPU recipe: 45,000 compiled steps stopped before one CPU hour, contexts by Levenberg-Marquardt
+    assert (cpu.train.max_steps, cpu.train.max_cpu_seconds, cpu.train.compile) == (45000, 3600, True)
+    assert (cpu.adapt.optimizer, cpu.adapt.val_every, cpu.adapt.patience) == ("gauss_newton", 1, 5)
 
 
 def test_coda_lotka_volterra_profile_follows_coda_s_code():
@@ -149,11 +136,12 @@ def test_geps_burgers_and_kolmogorov_profiles_follow_the_code():
 HYBRID_RECIPES = {
     # profile: (the profile it was measured as, the --set overrides of the measured commands; docs/benchmarks.md)
     ("gray_scott", "paper_code_cpu_hybrid"): ("paper_code_cpu", [
+        "train.max_cpu_seconds=null", "train.compile=false",  # paper_code_cpu as it was measured
         "physics.terms=[diffusion,reaction]", "physics.params=constants_known", "physics.integrator=etdrk4",
         "physics.substeps=4", "model.kernel_size=1", "model.depth=1", "train.lr=5e-3", "train.max_steps=4000",
         "train.val_every=250", "adapt.steps=300", "adapt.optimizer=gauss_newton", "adapt.val_every=1",
         "adapt.patience=5", "adapt.refit_train=8"]),
-    ("pendulum", "paper_hybrid_cpu"): ("paper", [
+    ("pendulum", "paper_cpu_hybrid"): ("paper", [
         "physics.terms=[kinematics,gravity,forcing]", "data.window=10", "train.lr=3e-3", "train.max_steps=10000",
         "train.val_every=500", "physics.starts=32", "physics.start_after=1000", "model.depth=1"]),
 }

@@ -151,6 +151,7 @@ def load_config(
     profiles = spec.pop("profiles", {}) or {}
     if not isinstance(profiles, dict) or not all(isinstance(p, dict) for p in profiles.values()):
         raise UserError(f"{path}: 'profiles' must map profile names (quick, paper) to mappings of config keys")
+    replaced = spec.pop("replaced_profiles", {}) or {}
     for key in ("system", "methods"):
         if not isinstance(spec.get(key, {}), dict):
             raise UserError(f"{path}: '{key}' must be a mapping, got {spec[key]!r}")
@@ -166,6 +167,9 @@ def load_config(
         if keys == ["profile"]:
             profile = str(value)
     profile = profile or cfg.get("profile", "quick")
+    if profile in replaced and profile not in profiles:
+        raise UserError(replaced_message(f"profile '{profile}' of {system}", "--profile", replaced[profile],
+                                         "--set ", path))
     if profile not in profiles:
         raise UserError(
             f"unknown profile '{profile}' for {system}; choose one of: {', '.join(sorted(profiles))}"
@@ -181,7 +185,18 @@ def load_config(
     return run_cfg
 
 
-def system_of(cfg: Mapping[str, Any]) -> System:
+def replaced_message(what: str, option: str, entry: Any, set_prefix: str, path: Path) -> str:
+    """One line naming what replaced ``what`` and the options that rerun it exactly, from an entry
+    ``{by: <name>, set: [key=value, ...]}`` (profiles) or ``{by: <name>, options: "..."}`` (protocols)."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("by"), str):
+        raise UserError(f"{path}: the entry for {what} must be a mapping with 'by: <replacement>'")
+    rerun = " ".join([f"{option} {entry['by']}", *(f"{set_prefix}{s}" for s in entry.get("set", [])),
+                      *([str(entry["options"])] if entry.get("options") else [])])
+    exact = " (this reruns it exactly)" if entry.get("set") or entry.get("options") else ""
+    return f"{what} was replaced by '{entry['by']}': use {rerun}{exact}"
+
+
+def system_of(cfg: RunConfig) -> System:
     """The system a run config describes, with its ``system`` settings applied."""
     return get_system(cfg.system_name, **cfg.system)
 

@@ -76,15 +76,8 @@ PUBLISHED: list[Published] = [
         settings={"paper_code": "the setting of GEPS' public code, 256 training trajectories per environment "
                                 "(where the published numbers most likely come from)",
                   "paper_code_cpu": "the setting of GEPS' public code (256 training trajectories per "
-                                    "environment), trained with our CPU recipe",
-                  "paper_code_cpu_hour": "the setting of GEPS' public code (256 training trajectories per "
-                                         "environment), our CPU recipe for 30,000 compiled steps (about one CPU hour)",
-                  "paper_code_cpu_45k": "the setting of GEPS' public code (256 training trajectories per "
-                                        "environment), our CPU recipe for 45,000 compiled steps, contexts by "
-                                        "Levenberg-Marquardt",
-                  "paper_code_cpu_3600s": "the setting of GEPS' public code (256 training trajectories per "
-                                          "environment), our CPU recipe of 45,000 compiled steps stopped before "
-                                          "one CPU hour, contexts by Levenberg-Marquardt",
+                                    "environment), our CPU recipe: 45,000 compiled steps stopped before one CPU "
+                                    "hour of training, contexts by Levenberg-Marquardt",
                   "paper": "the GEPS paper's text, 1 training trajectory per environment (its public code "
                            "trains on 256)",
                   "paper_cpu": "the GEPS paper's text (1 training trajectory per environment), trained with "
@@ -104,7 +97,7 @@ PUBLISHED: list[Published] = [
                  "LEADS": ((20.8, None), (51.1, None)), "GEPS-Phy": ((8.04, None), (46.0, None))},
         note="relative L2 over the test trajectory on [0, 50] = [0, 2T]",
         settings={"paper": "the published protocol",
-                  "paper_hybrid_cpu": "the published protocol, incomplete physics as GEPS-Phy (no friction term), "
+                  "paper_cpu_hybrid": "the published protocol, incomplete physics as GEPS-Phy (no friction term), "
                                       "our CPU recipe with a linear residual"},
     ),
     Published(
@@ -147,8 +140,8 @@ PUBLISHED: list[Published] = [
         note="test MSE including t=0; their ± is over test batches",
         profile="paper_leads", also_metric="mse",
         settings={"paper_leads": "the published protocol",
-                  "paper_leads_per_capita": "the published protocol; our networks in the per-capita form "
-                                            "f(u) = u * net(u) (LEADS' network is a plain MLP)"},
+                  "paper_leads_cpu": "the published protocol; our CPU recipe, networks in the per-capita form "
+                                     "f(u) = u * net(u) (LEADS' network is a plain MLP)"},
     ),
     Published(
         system="gray_scott", protocol="LEADS", source="Yin et al., LEADS, NeurIPS 2021 (README of the code)",

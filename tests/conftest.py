@@ -10,6 +10,8 @@ if _TESTS not in sys.path:
 
 import os  # noqa: E402
 
+import pytest  # noqa: E402
+
 # Tests never talk to W&B servers; the read-back test opts into offline mode itself.
 os.environ["WANDB_MODE"] = "disabled"
 os.environ["WANDB_SILENT"] = "true"
@@ -28,3 +30,15 @@ def pytest_configure(config) -> None:
         import torch
 
         torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_tiny_data(tmp_path_factory) -> Path:
+    """The data cache of tiny.tiny_config, one per test session: under pytest-xdist, in the
+    directory the workers' temporary directories share."""
+    import tiny
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    tiny.SHARED_DATA = root / "shared-tiny-data"
+    return tiny.SHARED_DATA

@@ -66,9 +66,9 @@ def test_a_resumed_run_keeps_its_average(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Forecaster, "training_step", crash_at_4)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(_cfg(tmp_path / "b", f"data.dir={tmp_path / 'a' / 'data'}"), progress=False)
+        train(_cfg(tmp_path / "b"), progress=False)
     monkeypatch.setattr(Forecaster, "training_step", original)
-    resumed = train(_cfg(tmp_path / "b", f"data.dir={tmp_path / 'a' / 'data'}"), resume=True, progress=False)
+    resumed = train(_cfg(tmp_path / "b"), resume=True, progress=False)  # the same (shared) data as a
     a = torch.load(whole.run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     b = torch.load(resumed.run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert a["global_step"] == b["global_step"] == 6

@@ -29,6 +29,7 @@ def _latest_checkpoint():
     return latest_checkpoint
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_benchmark_script_imports_and_explains_itself(script):
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--help"],

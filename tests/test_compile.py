@@ -32,14 +32,14 @@ def _weights(path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("system", ["lotka_volterra", "gray_scott"])
 def test_a_compiled_run_trains_the_eager_runs_weights_through_the_compiled_network(tmp_path, monkeypatch, system):
     spy = CountingCompile()
     monkeypatch.setattr(forecaster_module.torch, "compile", spy)
-    data = f"data.dir={tmp_path / 'data'}"
-    eager = train(tiny_config(system, tmp_path / "eager", data), progress=False)
+    eager = train(tiny_config(system, tmp_path / "eager"), progress=False)
     assert spy.calls == 0
-    compiled = train(tiny_config(system, tmp_path / "compiled", data, "train.compile=true"), progress=False)
+    compiled = train(tiny_config(system, tmp_path / "compiled", "train.compile=true"), progress=False)
     # every training step's rollout and every validation went through the compiled network
     assert spy.calls >= 4 * (compiled.module.cfg.data.window or 1)
     a, b = (_weights(run.run_dir / "checkpoints" / "last.ckpt") for run in (eager, compiled))
@@ -49,6 +49,7 @@ def test_a_compiled_run_trains_the_eager_runs_weights_through_the_compiled_netwo
     assert compiled.run_id == eager.run_id  # how a step is computed is not what is trained
 
 
+@pytest.mark.slow
 def test_after_the_fit_the_module_calls_its_eager_network(tmp_path):
     cfg = tiny_config("lotka_volterra", tmp_path, "train.compile=true", "train.ema=0.5")
     run = train(cfg, progress=False)
@@ -63,6 +64,7 @@ def test_compile_is_not_part_of_the_run_id(tmp_path):
     assert run_id_of(tiny_config("lotka_volterra", tmp_path, "train.compile=false")) == run_id_of(base)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["lora", "coda", "leads", "erm", "per_env"])
 def test_every_method_s_network_compiles_to_its_eager_values_and_gradients(tmp_path, method):
     from leads.config.loading import system_of

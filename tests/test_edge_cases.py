@@ -43,6 +43,7 @@ def test_smoke_run_shorter_than_the_validation_interval_is_evaluated(tmp_path):
     assert (run_dir / "summary.json").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra, needles", [
     (["adapt.shots=3"], ["adapt.shots", "data.n_adapt=2"]),         # more shots than adaptation trajectories
     (["data.window=100"], ["data.window=100", "20 observation steps"]),  # a window longer than the horizon
@@ -83,6 +84,7 @@ def test_run_names_are_names_never_paths(tmp_path, name):
         assert "\n" not in str(e.value)
 
 
+@pytest.mark.slow
 def test_a_run_name_with_dot_dot_creates_nothing_outside(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
@@ -91,6 +93,7 @@ def test_a_run_name_with_dot_dot_creates_nothing_outside(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["work"] and not any(work.iterdir())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", ["data.dir", "runs_dir", "results_dir"])
 def test_a_file_in_the_way_of_an_output_directory_fails_before_any_work(tmp_path, key):
     blocker = tmp_path / "blocker"
@@ -100,6 +103,7 @@ def test_a_file_in_the_way_of_an_output_directory_fails_before_any_work(tmp_path
     assert not (tmp_path / "data").exists() and not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["generate", "leaderboard"])
 def test_other_commands_check_their_directory_first(tmp_path, command):
     blocker = tmp_path / "blocker"

@@ -34,6 +34,7 @@ def test_tiny_run_per_system(system, tmp_path):
     assert torch.equal(module.u_std, out["run"].module.u_std)
 
 
+@pytest.mark.slow
 def test_every_method_trains_on_gray_scott(tmp_path):
     for method in ("erm", "per_env", "leads", "coda", "lowrank", "lora"):
         cfg = tiny_config("gray_scott", tmp_path, f"method={method}", "train.max_steps=2", "adapt.sets=[interp]")

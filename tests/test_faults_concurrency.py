@@ -14,6 +14,9 @@ from faults import ROOT, child_env, run_dirs, tiny_sets
 from leads.datasets.h5 import load_split
 from leads.reporting.results import append_rows, read_rows
 
+# Fault injection: real runs in subprocesses, killed, resumed, compared (-m slow; CI runs them).
+pytestmark = pytest.mark.slow
+
 SYSTEM = "lotka_volterra"
 
 

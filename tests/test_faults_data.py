@@ -17,6 +17,9 @@ from faults import child_env
 from leads.datasets.cache import ensure_split
 from leads.datasets.h5 import load_split
 
+# Fault injection: real runs in subprocesses, killed, resumed, compared (-m slow; CI runs them).
+pytestmark = pytest.mark.slow
+
 DRIVER = Path(__file__).resolve().parent / "fault_datagen.py"
 
 

@@ -38,6 +38,7 @@ def _resume(tmp, *extra):
                                                                            "train.val_every=2", *extra)])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override, needles", [
     ("train.lrr=1", ["unknown config key 'train.lrr'"]),
     ("train.lr=fast", ["config key 'train.lr' expects float", "'fast'"]),
@@ -61,6 +62,7 @@ def test_config_file_with_unknown_key_or_wrong_type_names_it(tmp_path):
         assert needle in str(e.value) and "\n" not in str(e.value), (bad, str(e.value))
 
 
+@pytest.mark.slow
 def test_resume_from_another_methods_checkpoint(trained):
     tmp, runs = trained
     shutil.copy(runs["erm"] / "checkpoints" / "last.ckpt", runs["lowrank"] / "checkpoints" / "last.ckpt")
@@ -69,6 +71,7 @@ def test_resume_from_another_methods_checkpoint(trained):
                           "method is 'erm' there, 'lowrank' here")
 
 
+@pytest.mark.slow
 def test_resume_from_a_damaged_checkpoint(trained):
     tmp, runs = trained
     last = runs["erm"] / "checkpoints" / "last.ckpt"
@@ -77,6 +80,7 @@ def test_resume_from_a_damaged_checkpoint(trained):
     assert_one_line_error(proc, str(last), "damaged or not a checkpoint")
 
 
+@pytest.mark.slow
 def test_resume_from_another_systems_checkpoint(trained, tmp_path):
     tmp, runs = trained
     cfg = tiny_config("gray_scott", tmp_path, "train.max_steps=2", "train.val_every=2")
@@ -89,6 +93,7 @@ def test_resume_from_another_systems_checkpoint(trained, tmp_path):
     assert not (tmp_path / "data").exists()  # refused before generating anything
 
 
+@pytest.mark.slow
 def test_evaluate_a_checkpoint_of_another_system(trained):
     tmp, runs = trained
     proc = run_py(["evaluate", "--env", "gray_scott", "--ckpt", str(runs["lowrank"] / "checkpoints" / "best.ckpt")])
@@ -113,8 +118,9 @@ def _nan(path):
         f["states"][0, 0, 1, 0] = np.nan
 
 
+@pytest.mark.slow
 def test_damaged_cache_files_are_named_and_regenerated(tmp_path):
-    cfg = tiny_config(SYSTEM, tmp_path)
+    cfg = tiny_config(SYSTEM, tmp_path, own_data=True)  # its files are damaged: never the shared cache
     system = system_of(cfg)
     paths = ensure_dataset(system, cfg.data, progress=False)
     good = {s: load_split(p).states for s, p in paths.items()}

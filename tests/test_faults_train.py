@@ -23,6 +23,9 @@ from leads.evaluation.scoring import predict
 from leads.reporting.results import read_rows
 from leads.training.checkpoints import load_checkpoint
 
+# Fault injection: real runs in subprocesses, killed, resumed, compared (-m slow; CI runs them).
+pytestmark = pytest.mark.slow
+
 SYSTEM = "lotka_volterra"
 # 16 training batches per epoch (9 environments x 1 trajectory x 16 window starts, 1 item of
 # each environment per batch); validation, hence a checkpoint, every 4 steps.

@@ -7,6 +7,9 @@ import pytest
 from faults import child_env, run_dirs, run_py, tiny_sets
 from wandb_offline import logged
 
+# Fault injection: real runs in subprocesses, killed, resumed, compared (-m slow; CI runs them).
+pytestmark = pytest.mark.slow
+
 SYSTEM = "lotka_volterra"
 
 

@@ -81,6 +81,7 @@ def test_each_step_lowers_the_objective_until_none_can():
     assert adapted.steps < 500 and adapted.optimizer == "gauss_newton"
 
 
+@pytest.mark.slow
 def test_it_identifies_physical_parameters_in_a_few_steps(tmp_path):
     # Complete physics, no residual, as tests/test_physics.py's identification with L-BFGS (100
     # steps, 1%): Levenberg-Marquardt from the same trained model, at most 30 steps, and it stops

@@ -232,7 +232,7 @@ def trained(tmp_path_factory):
     from leads.jobs import run_experiment
 
     tmp = tmp_path_factory.mktemp("trained")
-    cfg = tiny_config("lotka_volterra", tmp, "adapt.sets=[interp]")
+    cfg = tiny_config("lotka_volterra", tmp, "adapt.sets=[interp]", own_data=True)  # tests read its files
     out = run_experiment(cfg, progress=False)
     return SimpleNamespace(cfg=cfg, tmp=tmp, out=out, ckpt=str(out["run"].best_ckpt))
 

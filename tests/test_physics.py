@@ -182,6 +182,7 @@ def test_etdrk4_integrator_needs_a_spectral_term():
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.slow
 def test_hybrid_with_complete_true_physics_keeps_the_residual_near_zero(tmp_path):
     cfg = tiny_config("lotka_volterra", tmp_path, "physics.terms=all", "physics.params=true_values", "method=erm",
                       "train.max_steps=200", "train.val_every=100", "train.lr=3e-3", "physics.tau_2=0")
@@ -201,6 +202,7 @@ def test_hybrid_with_complete_true_physics_keeps_the_residual_near_zero(tmp_path
     assert float((residual / physics).mean()) < 2e-2
 
 
+@pytest.mark.slow
 def test_identification_recovers_known_parameters(tmp_path):
     # Complete physics, parameters learned from one trajectory per environment, no residual: the
     # training environments' rates and those of new environments (adaptation) are recovered.
@@ -221,6 +223,7 @@ def test_identification_recovers_known_parameters(tmp_path):
     assert result.scores.summary()[0] < 1e-2
 
 
+@pytest.mark.slow
 def test_several_starts_identify_the_pendulum_s_forcing_frequency(tmp_path):
     # The forcing F cos(w_f t) over [0, 25]: from the training mean (w_f = 0.44) gradient descent
     # cannot reach w_f = 0.75 or 1.0 (the phase error passes pi); one of 16 starts lands near.

@@ -45,6 +45,7 @@ def test_reproduce_skips_finished_runs_and_resumes_an_interrupted_one(tmp_path):
     assert read_rows(tmp_path / "results" / SYSTEM / "results.jsonl") == rows  # nothing re-run or re-scored
 
 
+@pytest.mark.slow
 def test_unknown_protocol_and_method_are_one_line_errors(tmp_path):
     from faults import assert_one_line_error
 

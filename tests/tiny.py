@@ -27,6 +27,14 @@ PER_SYSTEM = {
 }
 
 
-def tiny_config(system: str, tmp: Path, *extra: str) -> RunConfig:
+# One data cache for the whole test session (tests/conftest.py sets it), shared by the tests and
+# their xdist workers: generated once, read by every test of the same tiny config. The cache is
+# built for that (file locks, atomic writes, content-addressed file names). A test that inspects
+# or damages its data files asks for its own directory (own_data=True).
+SHARED_DATA: Path | None = None
+
+
+def tiny_config(system: str, tmp: Path, *extra: str, own_data: bool = False) -> RunConfig:
+    data = tmp / "data" if own_data or SHARED_DATA is None else SHARED_DATA
     return load_config(system, "quick", [*TINY, *PER_SYSTEM.get(system, []), f"runs_dir={tmp / 'runs'}",
-                                         f"data.dir={tmp / 'data'}", f"results_dir={tmp / 'results'}", *extra])
+                                         f"data.dir={data}", f"results_dir={tmp / 'results'}", *extra])

@@ -100,4 +100,4 @@ def test_profile_help_lists_every_systems_profiles(capsys):
         main(["--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "gray_scott: quick, paper, paper_cpu, paper_code" in out
-    assert "lotka_volterra: quick, paper, paper_leads, paper_leads_per_capita" in out
+    assert "lotka_volterra: quick, paper, paper_leads, paper_leads_cpu" in out

@@ -66,7 +66,7 @@ def test_the_pages_show_run_commands():
 def _check_config(env: str, profile: str | None, overrides: list[str], method: str | None) -> None:
     assert env in SYSTEMS, f"unknown system {env}"
     base = load_config(env, profile, overrides)
-    methods = list(base["methods"]) if method == "all" else (method or base["method"]).split(",")
+    methods = list(base.methods) if method == "all" else (method or base.method).split(",")
     for m in methods:
         if ":" not in m:  # module:Class names a module of the reader's
             resolve_method(m)

@@ -43,7 +43,7 @@ def _setup(tmp, *overrides: str) -> tuple[RunConfig, Forecaster]:
     cfg = RunConfig.of(tiny_config("lotka_volterra", tmp, "physics.terms=all", "physics.residual=false",
                                    "data.n_adapt=1", "data.window=null", *overrides))
     system = system_of(cfg)
-    train = load_split(ensure_split(system, cfg["data"], "train"))
+    train = load_split(ensure_split(system, cfg.data, "train"))
     torch.manual_seed(0)
     module = Forecaster(cfg, system.state_shape, [env_label(e) for e in system.train_envs])
     module.fit_normalization(train.states.flatten(0, 1), torch.as_tensor(train.t, dtype=train.states.dtype))
@@ -57,10 +57,10 @@ def lotka_volterra(tmp_path_factory):
 
 def _adapt(cfg, module, envs, name="edges", **adapt):
     system = system_of(cfg)
-    data = {k: load_split(ensure_split(system, cfg["data"], f"{k}_{name}", envs)) for k in ("adapt", "val")}
+    data = {k: load_split(ensure_split(system, cfg.data, f"{k}_{name}", envs)) for k in ("adapt", "val")}
     t = torch.as_tensor(data["adapt"].t, dtype=data["adapt"].states.dtype)
     return adapt_to_new_environments(module, data["adapt"].states, data["val"].states, t,
-                                     [env_label(e) for e in envs], {**cfg["adapt"], **adapt}, envs=envs,
+                                     [env_label(e) for e in envs], {**cfg.adapt.to_dict(), **adapt}, envs=envs,
                                      progress=False)
 
 

@@ -98,7 +98,7 @@ def test_protocols_group_a_published_setting_with_its_cpu_recipes():
     assert "paper" in by_name and "paper_code" not in by_name["paper"]  # 1 training trajectory, not 256
     assert by_name["quick"] == ("quick",)
     lv = {p.name: p.profiles for p in protocols_of("lotka_volterra")}
-    assert set(lv["paper_leads"]) == {"paper_leads", "paper_leads_per_capita"}
+    assert set(lv["paper_leads"]) == {"paper_leads", "paper_leads_cpu"}
 
 
 def test_rows_of_old_files_load_with_keys_derived_from_their_profile(tmp_path):

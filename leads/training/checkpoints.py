@@ -72,7 +72,8 @@ class TrainClock(Callback):
     to a checkpoint are saved in it, and a run resumed from it goes on counting from there (the
     work after the last checkpoint of a killed run was lost, so it is not counted). CPU seconds
     (every thread of the process) state a budget in CPU hours whatever else shares the machine's
-    cores; wall seconds do not."""
+    cores; wall seconds do not. The clock stops when training ends (after its last validation
+    and checkpoint), before Lightning tears the run down: a CPU budget is one of training."""
 
     def __init__(self) -> None:
         self.before = 0.0
@@ -80,15 +81,24 @@ class TrainClock(Callback):
         self.restored = False
         self._start: float | None = None
         self._start_cpu: float | None = None
+        self._stopped: tuple[float, float] | None = None
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         self._start = time.perf_counter()
         self._start_cpu = time.process_time()
+        self._stopped = None
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        self._stopped = (self.seconds(), self.cpu_seconds())
 
     def seconds(self) -> float:
+        if self._stopped is not None:
+            return self._stopped[0]
         return self.before + (time.perf_counter() - self._start if self._start is not None else 0.0)
 
     def cpu_seconds(self) -> float:
+        if self._stopped is not None:
+            return self._stopped[1]
         return self.before_cpu + (time.process_time() - self._start_cpu if self._start_cpu is not None else 0.0)
 
     def state_dict(self) -> dict[str, float]:

@@ -43,6 +43,9 @@ class TrajectoryDataModule(pl.LightningDataModule):
     - val / test / held-out: whole trajectories in file order, ``batch_size`` per batch.
 
     ``custom_heldout`` adds held-out sets ``{name: [env, ...]}`` cached like the system's own.
+    ``splits`` names the splits ``prepare_data`` and ``setup`` generate when missing (default:
+    every split); any other is generated on first use (``path``), so a run that adapts to one
+    held-out set never solves the others.
     """
 
     def __init__(
@@ -53,6 +56,7 @@ class TrajectoryDataModule(pl.LightningDataModule):
         *,
         progress: bool | None = None,
         device: str | torch.device | None = None,
+        splits: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         self.system = system
@@ -62,6 +66,7 @@ class TrajectoryDataModule(pl.LightningDataModule):
             check_set_name(name)
         self.progress = progress
         self.device = device
+        self.splits = None if splits is None else list(splits)
         check_window(system, self.cfg)
         self.paths: dict[str, Path] = {}
 
@@ -76,7 +81,8 @@ class TrajectoryDataModule(pl.LightningDataModule):
 
     def _ensure_all(self) -> dict[str, Path]:
         custom, progress, device = self.custom_heldout, self.progress, self.device
-        return ensure_dataset(self.system, self.cfg, custom_heldout=custom, progress=progress, device=device)
+        return ensure_dataset(self.system, self.cfg, self.splits, custom_heldout=custom, progress=progress,
+                              device=device)
 
     def prepare_data(self) -> None:
         self._ensure_all()

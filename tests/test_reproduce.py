@@ -117,24 +117,6 @@ def test_coda_glycolytic_profile_follows_coda_s_code():
     assert (system.dt, system.horizon) == (0.05, 0.95)
 
 
-def test_geps_burgers_and_kolmogorov_profiles_follow_the_code():
-    burgers, kolmogorov = load_config("burgers", "paper_code"), load_config("kolmogorov", "paper_code")
-    b = get_system("burgers", **burgers.system)
-    assert (b.config["solver_size"], b.config["size"], b.dt, b.horizon) == (16384, 256, 1e-3, 0.05)
-    # the code's effective training environments (its 'periodic' forcing is never applied)
-    assert [(e["mu"], e["F"]) for e in b.train_envs] == [(0.5, 0.0), (0.05, 0.0), (5e-4, 0.0)]
-    assert {(e["mu"], e["F"], e["w"]) for e in b.heldout["extrap"]} == {
-        (mu, 5.0, w) for mu in (1.0, 5e-5) for w in (1.5, 3.0)}
-    assert (burgers.data.n_train, burgers.data.n_test, burgers.data.n_test_heldout) == (8, 32, 32)
-    assert burgers.adapt.sets == ["extrap"] and burgers.adapt.shots == 1
-    k = get_system("kolmogorov", **kolmogorov.system)
-    assert (k.config["solver_size"], k.config["size"], k.dt) == (512, 64, 0.05)
-    assert k.config["warmup"] == pytest.approx(0.4)  # GEPS drops 8 observations
-    assert {(e["nu"], e["domain"], e["F"]) for e in k.train_envs} == {
-        (nu, d, f) for nu in (1e-3, 1e-4) for d in (0.75, 1.0) for f in (0.0, 1.0)}
-    assert (kolmogorov.data.n_train, kolmogorov.data.n_test) == (16, 32) and kolmogorov.adapt.shots == 16
-
-
 HYBRID_RECIPES = {
     # profile: (the profile it was measured as, the --set overrides of the measured commands; docs/benchmarks.md)
     ("gray_scott", "paper_code_cpu_hybrid"): ("paper_code_cpu", [

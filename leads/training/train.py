@@ -171,7 +171,8 @@ def data_and_model(cfg: RunConfig, progress: bool | None = None) -> tuple[Trajec
     """The data module (its files generated if missing, with ``progress``) and a fresh model
     whose normalisation is measured on the training split."""
     system = system_of(cfg)
-    dm = TrajectoryDataModule(system, cfg.data, progress=progress)
+    # Training reads train and val; the test split and each held-out set are generated when scored.
+    dm = TrajectoryDataModule(system, cfg.data, progress=progress, splits=("train", "val"))
     dm.prepare_data()
     dm.setup("fit")
     train_data = load_split(dm.paths["train"])

@@ -84,7 +84,7 @@ def run_id_of(cfg: RunConfig | Mapping[str, Any]) -> str:
     if ident.get("run_name"):
         return str(ident["run_name"])
     # The seed and run bookkeeping do not change what is trained... except the seed, which is kept.
-    ident = {k: v for k, v in cfg.items() if k not in ("run_name", "device", "devices", "num_nodes",
+    ident = {k: v for k, v in ident.items() if k not in ("run_name", "device", "devices", "num_nodes",
                                                         "strategy", "threads", "logger", "wandb", "runs_dir",
                                                         "results_dir")}
     if (ident.get("train") or {}).get("compile") is not None:  # how a step is computed, like the device

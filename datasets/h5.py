@@ -31,6 +31,7 @@ class SplitData:
     t: np.ndarray  # float64 (n_t,)
     params: np.ndarray  # float64 (n_env, n_params)
     seeds: np.ndarray  # int64 (n_env, n_traj)
+    equations: str = ""  # the equations as text (systems declared by a system file)
 
 
 @dataclasses.dataclass
@@ -63,6 +64,8 @@ def write_split(path: Path, meta: SplitData, states: np.ndarray) -> None:
             f.attrs["config_json"] = json.dumps(meta.config, sort_keys=True)
             f.attrs["config_hash"] = meta.config_hash
             f.attrs["solver"] = meta.solver
+            if meta.equations:
+                f.attrs["equations"] = meta.equations
             f.attrs["param_names"] = list(meta.param_names)
             f.attrs["state_names"] = list(meta.state_names)
             f.attrs["complete"] = False

@@ -185,5 +185,6 @@ def split_spec(system: System, cfg: DataConfig, split: str, envs: Sequence[Env] 
         t=t,
         params=params,
         seeds=seeds,
+        equations=system.describe_equations(),
     )
     return SplitSpec(split, kind, set_name, envs, n_traj, t, seeds, meta, system.observed_shape(cfg.observe))

@@ -323,6 +323,11 @@ class System(ABC):
     def solver_description(self) -> str:
         """Scheme and step/tolerance, stored in every HDF5 file this system writes."""
 
+    def describe_equations(self) -> str:
+        """The equations as text, stored in every HDF5 file this system writes ("" when the
+        module's docstring is where they are written: the hand-written systems)."""
+        return ""
+
     # ----------------------------------------------------------------- checks
     def _check_config(self) -> None:
         c = self.config

@@ -27,18 +27,27 @@ SYSTEMS: dict[str, type[System]] = {
 
 
 def get_system(name: str, **overrides: Any) -> System:
-    """The system registered as ``name``.
+    """The system registered as ``name``, or declared by a system file.
 
     Args:
-        name: a key of ``SYSTEMS``, e.g. ``"gray_scott"``.
+        name: a key of ``SYSTEMS``, e.g. ``"gray_scott"``; a system file's path
+            (``systems/brusselator.yaml``, see ``leads.envs.equations``); or an equation system's
+            name when ``overrides`` hold its whole system mapping (a run config's ``system``).
         overrides: values of the system's ``defaults`` to change (``dt=5``, ``train_envs=[...]``).
 
     Returns:
         The ``System``: equations, environment sets, initial conditions and batched solver.
     """
-    if name not in SYSTEMS:
-        raise UserError(f"unknown system '{name}'; choose one of: {', '.join(sorted(SYSTEMS))}")
-    return SYSTEMS[name](**overrides)
+    if name in SYSTEMS:
+        return SYSTEMS[name](**overrides)
+    from leads.envs import equations
+
+    if "equations" in overrides:
+        return equations.system_from_config(name, overrides)
+    if equations.is_system_file(name):
+        return equations.load_system(name, **overrides)
+    raise UserError(f"unknown system '{name}'; choose one of: {', '.join(sorted(SYSTEMS))}, or give a system "
+                    "file's path (e.g. systems/fitzhugh_nagumo.yaml)")
 
 
 __all__ = ["SYSTEMS", "Env", "System", "UserError", "get_system"]

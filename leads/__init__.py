@@ -2,6 +2,7 @@
 
 >>> import leads
 >>> system = leads.get_system("lotka_volterra")
+>>> mine = leads.load_system("systems/fitzhugh_nagumo.yaml")   # a system from its written equations
 >>> model = leads.load_checkpoint("runs/lotka_volterra/<run>/checkpoints/best.ckpt")
 >>> adapted = leads.adapt(model, adapt_split.states, val_split.states, adapt_split.t, ["new"])
 
@@ -21,6 +22,7 @@ _API = {
     "SYSTEMS": "leads.envs.registry",
     "env_label": "leads.envs.base",
     "get_system": "leads.envs.registry",
+    "load_system": "leads.envs.equations",
     "System": "leads.envs.base",
     "Env": "leads.envs.base",
     "UserError": "leads.envs.errors",
@@ -64,6 +66,7 @@ __all__ = [
     "load_checkpoint",
     "load_config",
     "load_split",
+    "load_system",
     "mse",
     "relative_l2",
     "rollout",
@@ -77,6 +80,7 @@ if TYPE_CHECKING:
     from leads.datasets.cache import ensure_dataset, ensure_split
     from leads.datasets.h5 import Trajectories, load_split
     from leads.envs.base import Env, System, env_label
+    from leads.envs.equations import load_system
     from leads.envs.errors import UserError
     from leads.envs.registry import SYSTEMS, get_system
     from leads.evaluation.adaptation import adapt

@@ -7,6 +7,7 @@ in-domain, adapt to held-out environments, append result rows and print a summar
   python run.py --env gray_scott                                  # one run (method lowrank, seed 0)
   python run.py --env gray_scott --method all --seeds 3           # every method x 3 seeds + leaderboard
   python run.py --env gray_scott --heldout "F=0.045,k=0.064"      # also adapt to this environment
+  python run.py --env systems/fitzhugh_nagumo.yaml                # a system declared by its equations
   python run.py evaluate --env gray_scott --ckpt runs/gray_scott/<run>/checkpoints/best.ckpt \\
       --heldout "hot:F=0.045,k=0.064;F=0.05,k=0.06" --shots 2 --few-shot
   python run.py leaderboard --env gray_scott [--profile paper]
@@ -57,7 +58,8 @@ def _profiles_help() -> str:
 
 
 def _common(p: argparse.ArgumentParser, profile: bool = True) -> None:
-    p.add_argument("--env", required=True, help="system name, e.g. gray_scott")
+    p.add_argument("--env", required=True, help="system name, e.g. gray_scott, or a system file, e.g. "
+                                                "systems/fitzhugh_nagumo.yaml")
     if profile:
         p.add_argument("--profile", default=None, help=_profiles_help())
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -245,11 +247,14 @@ def _use_threads(cfg: Any, progress: bool | None = None) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from leads.config.loading import system_name
+    from leads.envs.equations import is_system_file
     from leads.jobs import evaluate_checkpoint
 
-    if args.env not in SYSTEMS:
-        raise UserError(f"unknown system '{args.env}'; choose one of: {', '.join(sorted(SYSTEMS))}")
-    evaluate_checkpoint(args.ckpt, args.env, _overrides(args), args.heldout, args.shots, args.few_shot)
+    if args.env not in SYSTEMS and not is_system_file(args.env):
+        raise UserError(f"unknown system '{args.env}'; choose one of: {', '.join(sorted(SYSTEMS))}, or give a "
+                        "system file's path (e.g. systems/fitzhugh_nagumo.yaml)")
+    evaluate_checkpoint(args.ckpt, system_name(args.env), _overrides(args), args.heldout, args.shots, args.few_shot)
     return 0
 
 

@@ -20,6 +20,7 @@ import yaml
 from leads.config.schema import RunConfig, defaults, plain
 from leads.datasets.atomic import atomic_write_text
 from leads.envs.base import System
+from leads.envs.equations import is_system_file
 from leads.envs.errors import UserError
 from leads.envs.registry import SYSTEMS, get_system
 
@@ -141,13 +142,21 @@ def load_config(
     Returns:
         The typed configuration; ``cfg.to_dict()`` is the plain form saved with a run.
     """
-    if system not in SYSTEMS:
-        raise UserError(f"unknown system '{system}'; choose one of: {', '.join(sorted(SYSTEMS))}")
-    path = config_dir / f"{system}.yaml"
-    if not path.exists():
-        raise UserError(f"no config file {path} for system '{system}'; add one (see configs/)")
+    if is_system_file(system):  # a system file carries its own run settings (profiles, model, ...)
+        from leads.envs.equations.files import read_system_file
+
+        path, name = Path(system), system_name(system)
+        spec = read_system_file(system).run
+        spec.setdefault("profiles", {"quick": {}})
+    else:
+        if system not in SYSTEMS:
+            raise UserError(f"unknown system '{system}'; choose one of: {', '.join(sorted(SYSTEMS))}, or give a "
+                            "system file's path (e.g. systems/fitzhugh_nagumo.yaml)")
+        path, name = config_dir / f"{system}.yaml", system
+        if not path.exists():
+            raise UserError(f"no config file {path} for system '{system}'; add one (see configs/)")
+        spec = load_yaml(path)
     cfg = defaults()
-    spec = load_yaml(path)
     profiles = spec.pop("profiles", {}) or {}
     if not isinstance(profiles, dict) or not all(isinstance(p, dict) for p in profiles.values()):
         raise UserError(f"{path}: 'profiles' must map profile names (quick, paper) to mappings of config keys")
@@ -159,7 +168,7 @@ def load_config(
     cfg = merge(cfg, {k: v for k, v in spec.items() if k in ("system", "methods")}, strict=False)
     cfg = merge(cfg, {k: v for k, v in spec.items() if k not in ("system", "methods")})
     cfg["system"] = {**get_system(system).config, **cfg.get("system", {})}
-    cfg["system_name"] = system
+    cfg["system_name"] = name
 
     # --set profile=paper must choose the profile before the other overrides apply.
     for text in overrides:
@@ -179,7 +188,7 @@ def load_config(
     for text in overrides:
         if parse_override(text)[0] != ["profile"]:
             cfg = apply_override(cfg, text)
-    system_obj = get_system(system, **cfg["system"])  # the system checks its own section
+    system_obj = get_system(name, **cfg["system"])  # the system checks its own section
     run_cfg = RunConfig.from_dict(cfg)
     system_obj.check_terms(run_cfg.physics.terms)  # a term the system does not have fails here
     return run_cfg
@@ -194,6 +203,16 @@ def replaced_message(what: str, option: str, entry: Any, set_prefix: str, path: 
                       *([str(entry["options"])] if entry.get("options") else [])])
     exact = " (this reruns it exactly)" if entry.get("set") or entry.get("options") else ""
     return f"{what} was replaced by '{entry['by']}': use {rerun}{exact}"
+
+
+def system_name(env: str) -> str:
+    """The name runs, results and checkpoints know a system by: ``env`` itself for a built-in
+    system, the ``name`` a system file declares for a file's path."""
+    if not is_system_file(env):
+        return env
+    from leads.envs.equations.files import read_system_file
+
+    return read_system_file(env).name
 
 
 def system_of(cfg: RunConfig) -> System:

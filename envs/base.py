@@ -72,6 +72,9 @@ class System(ABC):
     # (environment parameters or ``constants``); ``term_<name>(t, u, values)`` computes it.
     terms: ClassVar[dict[str, tuple[str, ...]]] = {}
     constants: ClassVar[tuple[str, ...]] = ()  # config keys that are physical parameters (D_u, ...)
+    # Terms declared unknown to hybrid models (a system file's ``learned``): ``physics.terms: known``
+    # leaves them out, and the learned residual acts on the fields whose equations they are in.
+    learned_terms: ClassVar[tuple[str, ...]] = ()
     # Bump when a change to the equations, initial conditions or solver changes the data a config
     # produces: it is part of the cache directory's hash, so cached data of the old version are
     # never read as the new one (and never overwritten). 1 is the version before versioning.
@@ -254,20 +257,32 @@ class System(ABC):
         return tuple(out)
 
     def check_terms(self, names: str | Sequence[str] | None) -> tuple[str, ...]:
-        """``names`` as a tuple of this system's terms (``"all"``: every term; None: none);
-        an unknown name is a one-line error that lists the known ones."""
+        """``names`` as a tuple of this system's terms (``"all"``: every term; ``"known"``: every
+        term but the ``learned_terms``; None: none); an unknown name is a one-line error that
+        lists the known ones."""
         if names is None:
             return ()
         if names == "all":
             return tuple(self.terms)
+        if names == "known":
+            known = tuple(n for n in self.terms if n not in self.learned_terms)
+            if not known:
+                raise UserError(f"every term of {self.name} is declared learned: physics.terms=known leaves none; "
+                                "name terms in physics.terms, or declare fewer learned")
+            return known
         if isinstance(names, str) or not all(isinstance(n, str) for n in names):
-            raise UserError(f"physics terms must be 'all' or a list of term names of {self.name}, got {names!r}")
+            raise UserError(f"physics terms must be 'all', 'known' or a list of term names of {self.name}, "
+                            f"got {names!r}")
         for n in names:
             if n not in self.terms:
                 raise UserError(f"{self.name} has no term '{n}'; its terms are: {', '.join(self.terms)}")
         if len(set(names)) != len(names):
             raise UserError(f"physics terms {list(names)} name a term twice")
         return tuple(names)
+
+    def term_fields(self, name: str) -> tuple[str, ...]:
+        """The fields whose equations the term ``name`` is in (a hand-written term: all of them)."""
+        return tuple(self.state_names)
 
     def terms_rhs(self, names: Sequence[str], t: float | torch.Tensor, u: torch.Tensor,
                   values: Mapping[str, torch.Tensor | float]) -> torch.Tensor:

@@ -14,9 +14,9 @@ from leads.envs.errors import UserError
 from leads.evaluation.adaptation import adapt_to_new_environments
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ["datagen.py", "train_speed.py", "adapt_speed.py", "surrogate.py", "main_job.py", "burgers_accuracy.py",
-           "kolmogorov_accuracy.py", "physics_integrator.py", "residual_fit.py", "curves.py", "step_variants.py",
-           "identification.py"]
+SCRIPTS = ["datagen.py", "equations_speed.py", "equations_accuracy.py", "train_speed.py", "adapt_speed.py",
+           "surrogate.py", "main_job.py", "burgers_accuracy.py", "kolmogorov_accuracy.py", "physics_integrator.py",
+           "residual_fit.py", "curves.py", "step_variants.py", "identification.py"]
 
 
 def _latest_checkpoint():

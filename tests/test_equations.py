@@ -334,6 +334,8 @@ BAD = {
     "reserved name": ({"fields": ["u", "x"]}, ["field name 'x' is reserved", "rename"]),
     "unused parameter": ({"parameters": {"F": 0.03, "k": None, "q": 1.0}}, ["parameter q is used by no term"]),
     "unknown key": ({"equatoins": {}}, ["unknown key 'equatoins'"]),
+    "term name a System method uses": ({"equations.v.kill": _DELETE, "equations.v.parameters": "-(F + k)*v"},
+                                       ["term name 'parameters' (field v) is reserved", "rename"]),
     "missing key": ({"initial_state": _DELETE}, ["key 'initial_state' is missing"]),
     "unknown solver": ({"solver": {"method": "euler"}}, ["solver method 'euler'", "dopri5, rk4, etdrk4"]),
     "built-in name": ({"name": "gray_scott"}, ["built-in system", "set name:"]),
@@ -374,3 +376,52 @@ def test_nothing_in_a_term_is_evaluated(tmp_path, monkeypatch):
         system_from_config("copy_" + path.stem, load_system(path).config)
     with pytest.raises(UserError, match="Subscript syntax is not allowed"):
         load_system(_write(tmp_path, _changed(**{"equations.u.feed": "().__class__.__bases__[0]"})))
+
+
+# ------------------------------------------------------------------------------ runs
+@pytest.mark.slow
+def test_cli_runs_generate_train_evaluate_and_leaderboard_on_a_system_file(tmp_path, capsys):
+    from tiny import TINY
+
+    from leads.cli import main
+
+    path = _write(tmp_path, BASE)
+    dirs = [f"--set=runs_dir={tmp_path / 'runs'}", f"--set=data.dir={tmp_path / 'data'}",
+            f"--set=results_dir={tmp_path / 'results'}"]
+    common = ["--env", str(path), *dirs, *(f"--set={o}" for o in TINY if not o.startswith("logger"))]
+    assert main(["generate", *common]) == 0
+    assert "small/train" in capsys.readouterr().out
+    assert main([*common, "--method", "erm", "--logger", "none", "--no-progress"]) == 0
+    ckpt = next((tmp_path / "runs" / "small").glob("*/checkpoints/best.ckpt"))
+    assert main(["evaluate", "--env", str(path), "--ckpt", str(ckpt), "--logger", "none", *dirs[1:]]) == 0
+    assert main(["leaderboard", "--env", str(path), *dirs, "--logger", "none"]) == 0
+    assert "erm" in capsys.readouterr().out
+    rows = (tmp_path / "results" / "small" / "results.jsonl").read_text().splitlines()
+    assert len(rows) >= 4
+
+
+def test_learned_terms_are_left_to_the_residual_in_their_fields_only(tmp_path):
+    from tiny import tiny_config
+
+    from leads.models.forecaster import Forecaster
+    from leads.models.physics import method_label
+
+    # kill is unknown and only in v's equation: the residual acts on v alone.
+    path = _write(tmp_path, _changed(learned=["kill"]))
+    cfg = tiny_config(str(path), tmp_path, "physics.terms=known", "model.name=conv")
+    system = system_of(cfg)
+    assert system.learned_terms == ("kill",) and system.check_terms("known") == ("diffusion", "reaction", "feed")
+    assert method_label(cfg) == "lowrank+phys[known]"
+    module = Forecaster(cfg, system.state_shape, ["a", "b"])
+    assert module.physics is not None and module.physics.terms == ("diffusion", "reaction", "feed")
+    u = torch.rand(2, *system.state_shape)
+    with torch.no_grad():
+        for p in module.model.parameters():
+            p.normal_()
+        residual = module.residual_field(u, torch.tensor([0, 1]))
+    assert float(residual[:, 0].abs().max()) == 0 and float(residual[:, 1].abs().max()) > 0
+    # Without declared learned terms (or with every field's terms missing) nothing is masked.
+    assert Forecaster(tiny_config(str(_write(tmp_path, BASE, "plain.yaml")), tmp_path, "physics.terms=[diffusion]",
+                                  "model.name=conv"), system.state_shape, ["a", "b"]).residual_mask is None
+    with pytest.raises(UserError, match="every term of small is declared learned"):
+        load_system(_write(tmp_path, _changed(learned=["diffusion", "reaction", "feed", "kill"]))).check_terms("known")

@@ -20,6 +20,7 @@ from typing import Any
 
 import sympy
 
+from leads.envs.base import System
 from leads.envs.equations.grammar import COORDINATES, OPERATORS, TIME, Namespace, parse_term, reserved_names
 from leads.envs.equations.initial import check_initial_state
 from leads.envs.equations.operators import SCHEMES, Discretization, Grid
@@ -317,6 +318,8 @@ def _equations(raw: Any, fields: list[str], names: Namespace,
         order[f] = []
         for n, text in eq.items():
             _check_name(n, f"term (of field {f})", set(), where)
+            if hasattr(System, f"term_{n}"):  # its method would shadow one every System has
+                raise UserError(f"{where}: term name '{n}' (field {f}) is reserved; rename the term")
             expr = parse_term(text, names, f"{where}: term '{n}' of field {f}")
             terms.setdefault(n, {})[f] = expr
             order[f].append(n)

@@ -167,6 +167,9 @@ class EquationSystem(System):
             return torch.zeros_like(u)
         return self._evaluate(self._field_nodes(names), t, u, values)
 
+    def term_fields(self, name: str) -> tuple[str, ...]:
+        return tuple(f for f in self.state_names if f in self.spec.terms[name])
+
     def _term(self, name: str) -> Callable[..., torch.Tensor]:
         def term(t: Any, u: torch.Tensor, p: dict[str, Any]) -> torch.Tensor:
             return self._evaluate(self._field_nodes((name,)), t, u, p)
@@ -193,6 +196,7 @@ class EquationSystem(System):
         """``L`` per field: the sum of ``coefficient * symbol(operator)``, ``(1 or B, C, *rfft grid)`` float64."""
         grid = self.spec.grid
         assert grid is not None
+        device = device if device is not None else _device(values)
         shape = torch.broadcast_shapes(*(k.shape for k in grid.wavenumbers()))
         ones = torch.ones(shape, dtype=torch.float64, device=device)
         ev = Evaluation({}, {k: torch.as_tensor(v, dtype=torch.float64, device=device).reshape(-1, *[1] * grid.dims)
@@ -219,7 +223,7 @@ class EquationSystem(System):
         rate = 0.0
         ev = Evaluation({}, {k: per_sample(torch.as_tensor(v, dtype=torch.float64), grid.dims + 1)
                              if isinstance(v, torch.Tensor) else v for k, v in values.items()}, 0.0,
-                        self._coords(torch.zeros((), dtype=torch.float64)))
+                        self._coords(torch.zeros((), dtype=torch.float64, device=_device(values))))
         for f in self.state_names:
             field_rate = 0.0
             for n in self.check_terms(names):
@@ -281,6 +285,11 @@ class EquationSystem(System):
                 v = schemes[key].step(v, nonlinear, float(times[i] + j * h))
             out.append(grid.irfft(v))
         return torch.stack(out, dim=1)
+
+
+def _device(values: Mapping[str, Any]) -> torch.device | None:
+    """Where the parameter values are (None: all plain numbers)."""
+    return next((v.device for v in values.values() if isinstance(v, torch.Tensor)), None)
 
 
 def build_class(name: str, spec: Spec) -> type[EquationSystem]:

@@ -146,8 +146,15 @@ def load_config(
         from leads.envs.equations.files import read_system_file
 
         path, name = Path(system), system_name(system)
-        spec = read_system_file(system).run
+        sf = read_system_file(system)
+        spec = copy.deepcopy(sf.run)
         spec.setdefault("profiles", {"quick": {}})
+        # New environments to adapt to: the file's held-out sets, unless its settings say otherwise.
+        if isinstance(spec.get("adapt", {}), dict) and isinstance(sf.system.get("heldout") or {}, dict):
+            spec["adapt"] = {"sets": list(sf.system.get("heldout") or {}), **spec.get("adapt", {})}
+        # Fields on a grid take a convolutional network unless the file names another.
+        if sf.system.get("grid") and isinstance(spec.get("model", {}), dict):
+            spec["model"] = {"name": "conv", **spec.get("model", {})}
     else:
         if system not in SYSTEMS:
             raise UserError(f"unknown system '{system}'; choose one of: {', '.join(sorted(SYSTEMS))}, or give a "

@@ -260,9 +260,9 @@ class AdaptConfig(Section):
 
 
 def _terms(v: Any) -> str | None:
-    if v == "all" or (isinstance(v, list) and all(isinstance(n, str) for n in v)):
+    if v in ("all", "known") or (isinstance(v, list) and all(isinstance(n, str) for n in v)):
         return None
-    return "config key '{key}' must be null, all, or a list of term names, got {value}"
+    return "config key '{key}' must be null, all, known, or a list of term names, got {value}"
 
 
 @_section

@@ -22,7 +22,7 @@ from leads.envs.spectral import ETDRK4
 from leads.evaluation.metrics import relative_l2
 from leads.models.latent import LatentEncoder, augmented_shape
 from leads.models.methods import build_model
-from leads.models.physics import PhysicsPart
+from leads.models.physics import PhysicsPart, residual_fields
 from leads.models.rollout import STEPPERS, rollout, teacher_forcing_probability
 
 # Trajectories per environment that the multi-start fit of the known terms' parameters uses.
@@ -69,6 +69,13 @@ class Forecaster(pl.LightningModule):
                 raise UserError(f"physics.residual=false with physics.params={cfg.physics.params} leaves nothing "
                                 "to learn in these terms; use physics.params=learned or keep the residual")
         self.residual = cfg.physics.residual
+        # A system's declared learned terms put the residual in their fields' equations only.
+        fields = residual_fields(self.physics.system, self.physics.terms) if self.physics is not None else None
+        if fields is None:
+            self.residual_mask: torch.Tensor | None = None
+        else:
+            shape = (len(fields),) + (1,) * (len(state_shape) - 1)
+            self.register_buffer("residual_mask", fields.float().view(shape), persistent=False)
         # APHYNITY's lambda: the weight of the trajectory loss against ||residual||^2 (see objective).
         self.register_buffer("aphynity_lambda", torch.tensor(float(cfg.physics.lambda_0)))
         stat_shape = (state_shape[0],) + (1,) * (len(state_shape) - 1)
@@ -113,7 +120,8 @@ class Forecaster(pl.LightningModule):
             return 0.0
         network = self._compiled_network or self.model
         if self.encoder is None:
-            return self.du_std * network((u - self.u_mean) / self.u_std, env)
+            out = self.du_std * network((u - self.u_mean) / self.u_std, env)
+            return out if self.residual_mask is None else out * self.residual_mask
         c = self.u_mean.shape[0]  # observed channels first, then the hidden ones (normalised units)
         out = network(torch.cat(((u[:, :c] - self.u_mean) / self.u_std, u[:, c:]), dim=1), env)
         return torch.cat((self.du_std * out[:, :c], self.encoder.rate_scale * out[:, c:]), dim=1)
@@ -339,6 +347,8 @@ class Forecaster(pl.LightningModule):
             # model's output units (rate / rate scale) it weighs (u_std / du_std)^2 more (~1e4 on
             # Gray-Scott, whose known terms nearly balance, so the total rate is small).
             residual = self.model(x, env_x) * (self.du_std / self.u_std)
+            if self.residual_mask is not None:  # only the fields it acts on
+                residual = residual * self.residual_mask
             penalty = penalty + residual.square().mean() / self.aphynity_lambda
         return per_sample, penalty
 

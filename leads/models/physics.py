@@ -151,6 +151,18 @@ class PhysicsPart(nn.Module):
         self.theta = nn.Parameter(mean.expand(n, -1).clone())
 
 
+def residual_fields(system: System, terms: Sequence[str]) -> Tensor | None:
+    """Which fields a hybrid model's residual acts on, ``(C,)`` bool, for a system that
+    declares learned terms: the fields whose equations hold a term not among the known ``terms``
+    (PDE-NetGen's unknown closures). None (every field) for other systems, or when every field
+    has one."""
+    if not system.learned_terms:
+        return None
+    missing = {f for n in system.terms if n not in terms for f in system.term_fields(n)}
+    mask = torch.tensor([f in missing for f in system.state_names])
+    return None if bool(mask.all()) or not bool(mask.any()) else mask
+
+
 def method_label(cfg: RunConfig) -> str:
     """The name a run's rows and leaderboard line carry: the method, with its known terms when
     it has some (``lowrank+phys[diffusion,reaction]``; ``phys[all]`` without a residual), so
@@ -158,6 +170,6 @@ def method_label(cfg: RunConfig) -> str:
     pc = cfg.physics
     if not pc.terms:
         return str(cfg.method)
-    terms = "all" if pc.terms == "all" else ",".join(pc.terms)
+    terms = pc.terms if isinstance(pc.terms, str) else ",".join(pc.terms)
     known = f"phys[{terms}{'' if pc.params == 'learned' else ',' + pc.params}]"
     return f"{cfg.method}+{known}" if pc.residual else known

@@ -425,3 +425,21 @@ def test_learned_terms_are_left_to_the_residual_in_their_fields_only(tmp_path):
                                   "model.name=conv"), system.state_shape, ["a", "b"]).residual_mask is None
     with pytest.raises(UserError, match="every term of small is declared learned"):
         load_system(_write(tmp_path, _changed(learned=["diffusion", "reaction", "feed", "kill"]))).check_terms("known")
+
+
+def test_the_documented_system_file_works_as_documented(tmp_path):
+    text = (Path(__file__).resolve().parents[1] / "docs" / "equations.md").read_text()
+    example = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    assert len(example.splitlines()) < 25
+    path = _write(tmp_path, example, "brusselator.yaml")
+    system = load_system(path)
+    assert system.name == "brusselator" and system.state_shape == (2, 32, 32) and system.param_names == ("A", "B")
+    assert system.terms == {"diffusion": ("D_u", "D_v"), "reaction": ("A", "B")}
+    assert system.describe_equations().startswith("u_t = [diffusion: D_u*laplacian(u)] + [reaction: ")
+    assert system.solver_description == ("dopri5 (adaptive, step per trajectory), rtol=1e-07, atol=1e-07, float64; "
+                                         "operators laplacian: central (order 2)")
+    cfg = load_config(str(path))
+    assert cfg["train"]["max_steps"] == 1000 and cfg["model"]["name"] == "conv"
+    assert cfg["adapt"]["sets"] == ["interp", "extrap"]
+    states = system.generate([0, 1], system.env_tensor(system.train_envs[:2]), system.times(2.0))
+    assert torch.isfinite(states).all() and float(states[:, -1].std()) > 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +85,11 @@ def test_shipped_file_round_trips_through_its_run_config(path, tmp_path):
     params = system.env_tensor(system.train_envs[:2])
     t = system.times(2 * system.dt)
     assert torch.equal(system.generate(seeds, params, t), third.generate(seeds, params, t))
-    # A second load of the file is the same class (parsed once per process).
+    # A second load of the file is the same class (parsed once per process); pickling and
+    # copying rebuild it from its config.
     assert type(load_system(path)) is type(system)
+    for copied in (pickle.loads(pickle.dumps(system)), copy.deepcopy(system)):
+        assert copied.config == system.config and type(copied).__name__ == type(system).__name__
 
 
 def test_system_text_and_overrides_through_the_public_api():

@@ -55,6 +55,13 @@ class EquationSystem(System):
         self._compiled: dict[Any, Any] = {}
         super().__init__(**overrides)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The class is made at run time, so it cannot be pickled by name: pickle (DDP spawn,
+        # worker processes) and deepcopy rebuild it from its config instead.
+        from leads.envs.equations import system_from_config
+
+        return (system_from_config, (self.name, self.config, self.spec.where))
+
     def complete_env(self, env: Env) -> Env:
         defaults = {p: e["default"] for p, e in self.config["parameters"].items() if e["default"] is not None}
         full = {**defaults, **env} if isinstance(env, dict) else env

@@ -12,6 +12,7 @@ import pytest
 
 from leads import cli
 from leads.config.loading import load_config
+from leads.envs.equations import is_system_file
 from leads.envs.registry import SYSTEMS
 from leads.models.methods import resolve_method
 from leads.reproduce import load_protocols, plan
@@ -64,7 +65,10 @@ def test_the_pages_show_run_commands():
 
 
 def _check_config(env: str, profile: str | None, overrides: list[str], method: str | None) -> None:
-    assert env in SYSTEMS, f"unknown system {env}"
+    if is_system_file(env):  # a system file of the repository (systems/), by its path from the root
+        assert (ROOT / env).is_file(), f"no system file {env}"
+        env = str(ROOT / env)
+    assert env in SYSTEMS or is_system_file(env), f"unknown system {env}"
     base = load_config(env, profile, overrides)
     methods = list(base.methods) if method == "all" else (method or base.method).split(",")
     for m in methods:
@@ -94,7 +98,7 @@ def test_every_documented_run_command_parses_and_names_what_exists(page, line):
         plan(protocol, 1, args.max_steps, methods, overrides)
         return
     if command == "evaluate":  # the checkpoint's config is the base; the overrides must be valid keys
-        load_config(args.env, None, overrides)
+        load_config(str(ROOT / args.env) if is_system_file(args.env) else args.env, None, overrides)
         return
     args.set = overrides
     _check_config(args.env, getattr(args, "profile", None), cli._overrides(args), getattr(args, "method", None))

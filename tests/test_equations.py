@@ -231,6 +231,22 @@ def test_etdrk4_takes_the_linear_part_per_trajectory(tmp_path):
     assert torch.allclose(system.solve(u0, params, t), one_by_one, rtol=0, atol=1e-13)
 
 
+def test_shipped_tracer_matches_its_exact_solution():
+    # c_t = kappa lap(c) - U dx(c) - V dy(c): each Fourier mode decays and turns at its own rate.
+    system = load_system(SYSTEMS_DIR / "tracer.yaml")
+    envs = [system.train_envs[2], system.heldout["extrap"][0]]
+    params = system.env_tensor(envs)
+    u0 = system.sample_initial_states([0, 1])
+    t = system.times(2 * system.horizon)
+    grid = system.spec.grid
+    k = [x * 2 * math.pi / grid.length for x in grid.wavenumbers()]
+    U, V, kappa = (params[:, i].view(-1, 1, 1, 1) for i in range(3))
+    rate = -kappa * (k[0] ** 2 + k[1] ** 2) - 1j * (U * k[0] + V * k[1])  # the states have no Nyquist mode
+    exact = torch.stack([grid.irfft(grid.rfft(u0) * torch.exp(rate * s)) for s in t], dim=1)
+    got = system.solve(u0, params, t)
+    assert float(((got - exact).flatten(1).norm(dim=1) / exact.flatten(1).norm(dim=1)).max()) < 1e-6
+
+
 # ------------------------------------------------------------------------------ generated terms
 def test_terms_sum_to_the_rhs_and_use_exactly_their_parameters(tmp_path):
     system = load_system(_write(tmp_path, BASE))
@@ -447,3 +463,28 @@ def test_the_documented_system_file_works_as_documented(tmp_path):
     assert cfg["adapt"]["sets"] == ["interp", "extrap"]
     states = system.generate([0, 1], system.env_tensor(system.train_envs[:2]), system.times(2.0))
     assert torch.isfinite(states).all() and float(states[:, -1].std()) > 0
+
+
+@pytest.mark.slow
+def test_complete_generated_physics_identifies_new_environments(tmp_path):
+    # As for the built-in Lotka-Volterra (tests/test_physics.py), from the system file: one
+    # trajectory per new environment, no network, every parameter within 1%.
+    from tiny import tiny_config
+
+    from leads.config.schema import RunConfig
+    from leads.evaluation.heldout import evaluate_heldout
+    from leads.training.train import train
+
+    cfg = RunConfig.of(tiny_config(str(SYSTEMS_DIR / "lotka_volterra.yaml"), tmp_path, "physics.terms=all",
+                                   "physics.residual=false", "physics.substeps=4", "train.max_steps=400",
+                                   "train.val_every=200", "train.lr=2e-2", "adapt.steps=30", "adapt.val_every=1",
+                                   "adapt.optimizer=gauss_newton", "adapt.shots=1", "data.window=null"))
+    run = train(cfg, progress=False)
+    result = evaluate_heldout(run.module, cfg, "extrap")
+    system = system_of(cfg)
+    assert result.identified is not None and len(result.identified) == len(system.heldout["extrap"])
+    for row, env in zip(result.identified, system.heldout["extrap"], strict=True):
+        assert set(row) == set(system.param_names)
+        for p, ident in row.items():
+            assert ident.true == pytest.approx(system.complete_env(env)[p])
+            assert ident.rel_error <= 1e-2, (p, ident)

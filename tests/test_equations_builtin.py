@@ -70,3 +70,13 @@ def test_same_terms_values_and_parameter_gradients(name):
         names = tuple(built_in.terms)
         assert torch.allclose(from_file.linear_symbol(names, values), built_in.linear_symbol(names, values),
                               rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", sorted(PAIRS))
+def test_same_quick_run_settings(name):
+    from leads.config.loading import load_config
+
+    built_in, from_file = load_config(name).to_dict(), load_config(str(SYSTEMS_DIR / PAIRS[name])).to_dict()
+    for key in ("system", "system_name"):
+        built_in.pop(key), from_file.pop(key)
+    assert from_file == built_in

@@ -193,8 +193,9 @@ def main() -> None:
         print(f"{name}: done", flush=True)
     print(table(["system", "solver", "RHS evaluations / traj.", "rel. L2 vs reference", "observed order"],
                 time_rows))
-    print(table(["system", "discretization", "grid", "reference grid", "rel. L2 vs 4x finer", "observed order"],
-                space_rows))
+    if space_rows:
+        print(table(["system", "discretization", "grid", "reference grid", "rel. L2 vs 4x finer", "observed order"],
+                    space_rows))
     print(f"machine: {machine()}")
     print(f"written: {write_json('equations_accuracy.json', out)}")
 

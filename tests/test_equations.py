@@ -74,7 +74,7 @@ def test_shipped_file_round_trips_through_its_run_config(path, tmp_path):
     # The run config's system section rebuilds the same system, also after a YAML round trip
     # (what a saved run or checkpoint holds), and --env with the path finds its run settings.
     cfg = load_config(str(path))
-    assert cfg["system_name"] == system.name == system_name(str(path))
+    assert cfg.system_name == system.name == system_name(str(path))
     again = system_of(cfg)
     dumped = yaml.safe_load(yaml.safe_dump(cfg.to_dict()["system"], sort_keys=False))
     third = get_system(system.name, **dumped)
@@ -459,8 +459,8 @@ def test_the_documented_system_file_works_as_documented(tmp_path):
     assert system.solver_description == ("dopri5 (adaptive, step per trajectory), rtol=1e-07, atol=1e-07, float64; "
                                          "operators laplacian: central (order 2)")
     cfg = load_config(str(path))
-    assert cfg["train"]["max_steps"] == 1000 and cfg["model"]["name"] == "conv"
-    assert cfg["adapt"]["sets"] == ["interp", "extrap"]
+    assert cfg.train.max_steps == 1000 and cfg.model.name == "conv"
+    assert cfg.adapt.sets == ["interp", "extrap"]
     states = system.generate([0, 1], system.env_tensor(system.train_envs[:2]), system.times(2.0))
     assert torch.isfinite(states).all() and float(states[:, -1].std()) > 0
 

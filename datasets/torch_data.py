@@ -12,6 +12,11 @@ from torch.utils.data import Dataset, Sampler
 
 from leads.envs.errors import UserError
 
+# A split up to this size is read into memory once per process: reading each window from the file
+# costs a fraction of a millisecond of CPU per item, as much as a training step of a small model
+# takes (the quick Gray-Scott job read 12,000 windows).
+IN_MEMORY_BYTES = 256 * 2**20
+
 
 class WindowDataset(Dataset):
     """Every window of ``window`` observation steps (``window + 1`` points) of every trajectory.
@@ -24,7 +29,8 @@ class WindowDataset(Dataset):
     Items are laid out environment-major: environment ``e`` owns indices
     ``[e * items_per_env, (e + 1) * items_per_env)``; :class:`BalancedBatchSampler` relies on it.
     The HDF5 file is opened on first access in each process (a worker opens its own handle;
-    no handle is ever pickled or shared across a fork).
+    no handle is ever pickled or shared across a fork); its trajectories are then read into memory
+    if they fit in ``IN_MEMORY_BYTES``, else each window is read from the file.
     """
 
     def __init__(self, path: str | os.PathLike[str], window: int | None = None, n_traj: int | None = None):
@@ -49,20 +55,27 @@ class WindowDataset(Dataset):
         self.items_per_env = self.n_traj * self.n_starts
         self._file: h5py.File | None = None
         self._pid: int | None = None
+        self._memory: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.n_env * self.items_per_env
 
-    def _states(self) -> h5py.Dataset:
+    def _window(self, env: int, traj: int, start: int, stop: int) -> torch.Tensor:
         if self._file is None or self._pid != os.getpid():
             self._file = h5py.File(self.path, "r")
             self._pid = os.getpid()
-        return self._file["states"]
+            states = self._file["states"]
+            used = states.nbytes * self.n_traj // max(states.shape[1], 1)
+            self._memory = torch.from_numpy(states[:, : self.n_traj]) if used <= IN_MEMORY_BYTES else None
+        if self._memory is not None:
+            return self._memory[env, traj, start:stop].clone()  # not a view that would carry the split along
+        return torch.from_numpy(self._file["states"][env, traj, start:stop])
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_file"] = None
         state["_pid"] = None
+        state["_memory"] = None
         return state
 
     def index(self, i: int) -> tuple[int, int, int]:
@@ -77,7 +90,7 @@ class WindowDataset(Dataset):
         env, traj, start = self.index(int(i))
         stop = start + self.window + 1
         return {
-            "states": torch.from_numpy(self._states()[env, traj, start:stop]),
+            "states": self._window(env, traj, start, stop),
             "t": self.t[start:stop].to(torch.float32),
             "env": torch.tensor(env, dtype=torch.int64),
             "traj": torch.tensor(traj, dtype=torch.int64),
@@ -87,6 +100,7 @@ class WindowDataset(Dataset):
         if self._file is not None and self._pid == os.getpid():
             self._file.close()
         self._file = None
+        self._memory = None
 
 
 class BalancedBatchSampler(Sampler[list[int]]):

@@ -34,7 +34,7 @@ def pytest_configure(config) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def shared_tiny_data(tmp_path_factory) -> Path:
-    """The data cache of tiny.tiny_config, one per test session: under pytest-xdist, in the
+    """The data cache of tiny.tiny_config, one per pytest run: under pytest-xdist, in the
     directory the workers' temporary directories share."""
     import tiny
 

@@ -154,6 +154,21 @@ def test_dataset_opens_lazily_and_pickles_without_a_handle(tmp_path):
     ds.close()
 
 
+def test_windows_read_into_memory_are_those_read_from_the_file(tmp_path, monkeypatch):
+    import leads.datasets.torch_data as torch_data
+
+    path = ensure_split(LinearDecay(grid=3), make_cfg(tmp_path), "train", progress=False)
+    in_memory = WindowDataset(path, window=2, n_traj=2)
+    in_memory[0]  # the split is read on first access: into memory, as it fits
+    monkeypatch.setattr(torch_data, "IN_MEMORY_BYTES", 0)
+    from_file = WindowDataset(path, window=2, n_traj=2)
+    for i in range(len(in_memory)):
+        a, b = in_memory[i], from_file[i]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert in_memory._memory is not None and in_memory._memory.shape[1] == 2 and from_file._memory is None
+    assert in_memory[0]["states"].untyped_storage().nbytes() == in_memory[0]["states"].nbytes  # not a view
+
+
 def test_bad_windows_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="data.window=11"):
         TrajectoryDataModule(LinearDecay(), make_cfg(tmp_path, window=11))

@@ -27,7 +27,7 @@ PER_SYSTEM = {
 }
 
 
-# One data cache for the whole test session (tests/conftest.py sets it), shared by the tests and
+# One data cache for the whole pytest run (tests/conftest.py sets it), shared by the tests and
 # their xdist workers: generated once, read by every test of the same tiny config. The cache is
 # built for that (file locks, atomic writes, content-addressed file names). A test that inspects
 # or damages its data files asks for its own directory (own_data=True).

@@ -14,12 +14,14 @@ default, what ``run.py`` uses). Per environment it records each parameter's rela
 fit's standard error, whether adaptation stopped at its cap, the environment's validation error
 (what an optimizer is chosen on: never the test error) and its test error. Prints per optimizer
 a table of every environment (the worst parameter over seeds) and the fraction of environments
-with every parameter within ``--tolerance``, and writes ``benchmarks/out/identification_<env>.json``.
+with every parameter within ``--tolerance``, and writes ``benchmarks/out/identification_<env>.json``
+(``_<override>`` appended per ``--set``).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -143,6 +145,8 @@ def main() -> None:
         heldout_sets(cfg)  # a bad set fails before training
         configs[seed] = cfg
     system = system_of(cfg)
+    # one file per system and overrides: runs with and without a residual do not overwrite each other
+    tag = "".join(f"_{re.sub(r'[^A-Za-z0-9.=,-]+', '', o)}" for o in args.overrides)
     argv = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     rows: list[dict[str, Any]] = []
     for seed, cfg in configs.items():
@@ -152,7 +156,7 @@ def main() -> None:
                 rows.append({**r, "seed": seed, "run_dir": run_dir})
             print(f"seed {seed}, {optimizer}: done", flush=True)
         # written after every seed: what was measured survives a later failure
-        path = write_json(f"identification_{system.name}.json", {"argv": argv, "rows": rows,
+        path = write_json(f"identification_{system.name}{tag}.json", {"argv": argv, "rows": rows,
                                                                    "table": report(rows, args.tolerance)})
     print(report(rows, args.tolerance))
     print(f"wrote {path}")

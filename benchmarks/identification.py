@@ -7,43 +7,63 @@ For each seed, trains the run that
 
     python run.py --env <env> --set physics.terms=all --set physics.residual=false --heldout <set>
 
-trains (``--set`` adds or replaces overrides; ``--reuse``: the finished run of that config in
-``--runs-dir`` when there is one), then adapts it to ``interp``, ``extrap`` and the ``--heldout``
-set together, as the main job does, once per optimizer of ``--optimizers`` (``auto``: the
+trains (``--set`` adds or replaces overrides; ``--reuse``: a finished run of ``--runs-dir`` whose
+saved config agrees with it, when there is one), then adapts it to ``interp``, ``extrap`` and the
+``--heldout`` set together, as the main job does, once per optimizer of ``--optimizers`` (``auto``: the
 default, what ``run.py`` uses). Per environment it records each parameter's relative error, the
 fit's standard error, whether adaptation stopped at its cap, the environment's validation error
 (what an optimizer is chosen on: never the test error) and its test error. Prints per optimizer
 a table of every environment (the worst parameter over seeds) and the fraction of environments
-with every parameter within ``--tolerance``, and writes ``benchmarks/out/identification_<env>.json``.
+with every parameter within ``--tolerance``, and writes ``benchmarks/out/identification_<env>.json``
+(``_<override>`` appended per ``--set``).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from pathlib import Path
 from typing import Any
 
+import yaml
 from common import ROOT, table, write_json
 
 from leads.config.loading import load_config, system_of
 from leads.envs.base import env_label
 from leads.evaluation.heldout import evaluate_heldout_sets, heldout_sets
+from leads.reporting.results import BOOKKEEPING
 from leads.training.checkpoints import load_checkpoint
-from leads.training.train import run_id_of, train
+from leads.training.train import train
 
 COMPLETE = ["physics.terms=all", "physics.residual=false"]
 
 
+def _agrees(saved: Any, wanted: Any) -> bool:
+    """Whether two plain configs agree on every key both have (keys added to the code later,
+    which an older run's config lacks, are not differences)."""
+    if isinstance(saved, dict) and isinstance(wanted, dict):
+        return all(_agrees(saved[k], wanted[k]) for k in saved.keys() & wanted.keys())
+    return saved == wanted
+
+
 def trained(cfg: Any, reuse: bool) -> tuple[Any, str]:
-    """The trained module of ``cfg`` and its run directory (reused when finished and asked)."""
+    """The trained module of ``cfg`` and its run directory: with ``reuse``, the newest finished
+    run of the same seed whose saved config agrees with ``cfg`` on what it trains."""
     runs = Path(cfg.runs_dir) / cfg.system_name
     if reuse:
-        done = sorted((p for p in runs.glob(f"{run_id_of(cfg)}*")
-                       if (p / "state.json").is_file() and (p / "checkpoints" / "best.ckpt").is_file()),
-                      key=lambda p: (p / "state.json").stat().st_mtime)
+        wanted = cfg.to_dict()
+        wanted["data"] = {k: v for k, v in wanted["data"].items() if k != "dir"}
+        wanted = {k: v for k, v in wanted.items() if k not in ("adapt", *BOOKKEEPING)}
+        done = []
+        for p in runs.glob(f"*-s{cfg.seed}-*"):
+            if (p / "state.json").is_file() and (p / "checkpoints" / "best.ckpt").is_file():
+                saved = yaml.safe_load((p / "config.yaml").read_text())
+                if _agrees(saved, wanted):
+                    done.append(p)
         if done:
-            return load_checkpoint(done[-1] / "checkpoints" / "best.ckpt", cfg.system_name), str(done[-1])
+            last = max(done, key=lambda p: (p / "state.json").stat().st_mtime)
+            return load_checkpoint(last / "checkpoints" / "best.ckpt", cfg.system_name), str(last)
     run = train(cfg, progress=False)
     return run.module, str(run.run_dir)
 
@@ -114,8 +134,8 @@ def main() -> None:
     p.add_argument("--tolerance", type=float, default=0.01)
     args = p.parse_args()
 
-    rows: list[dict[str, Any]] = []
-    for seed in args.seeds:
+    configs = {}
+    for seed in args.seeds:  # every config read before the first run: a long benchmark sees one set of files
         overrides = [*COMPLETE, *args.overrides, f"seed={seed}", f"runs_dir={args.runs_dir}",
                      f"results_dir={args.results_dir}", "logger=none"]
         overrides += [f"data.dir={args.data_dir}"] if args.data_dir else []
@@ -123,17 +143,22 @@ def main() -> None:
         if args.heldout:
             cfg = cfg.replace(adapt=cfg.adapt.replace(sets=[*cfg.adapt.sets, args.heldout]))
         heldout_sets(cfg)  # a bad set fails before training
+        configs[seed] = cfg
+    system = system_of(cfg)
+    # one file per system and overrides: runs with and without a residual do not overwrite each other
+    tag = "".join(f"_{re.sub(r'[^A-Za-z0-9.=,-]+', '', o)}" for o in args.overrides)
+    argv = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    rows: list[dict[str, Any]] = []
+    for seed, cfg in configs.items():
         module, run_dir = trained(cfg, args.reuse)
         for optimizer in args.optimizers:
             for r in measure(cfg, module, optimizer):
                 rows.append({**r, "seed": seed, "run_dir": run_dir})
             print(f"seed {seed}, {optimizer}: done", flush=True)
-    text = report(rows, args.tolerance)
-    print(text)
-    system = system_of(cfg)
-    path = write_json(f"identification_{system.name}.json", {"argv": vars(args) | {"runs_dir": str(args.runs_dir),
-                      "results_dir": str(args.results_dir), "data_dir": str(args.data_dir)}, "rows": rows,
-                      "table": text})
+        # written after every seed: what was measured survives a later failure
+        path = write_json(f"identification_{system.name}{tag}.json", {"argv": argv, "rows": rows,
+                                                                   "table": report(rows, args.tolerance)})
+    print(report(rows, args.tolerance))
     print(f"wrote {path}")
 
 

@@ -22,6 +22,7 @@ from leads.evaluation.adaptation import adapt_to_new_environments
 from leads.evaluation.heldout import evaluate_heldout_sets
 from leads.evaluation.identifiability import DETERMINED
 from leads.evaluation.identification import POOR_FIT, Identified, identify, poor_fits, worst
+from leads.jobs import format_summary
 from leads.models.forecaster import Forecaster
 from leads.reporting.identification import identification_rows, summary_entry, summary_lines
 
@@ -93,6 +94,13 @@ def test_adaptation_stopped_by_its_step_cap_is_reported_as_capped(lotka_volterra
     assert "stopped at its 2-step cap, not converged" in summary_lines("beyond", by_env, entry)[0]
     rows = identification_rows({"adapt_stop": result.adapted.stop}, "beyond", result.envs, result.identified)
     assert {r["adapt_stop"] for r in rows} == {"capped"}
+    split = {"rel_l2": (0.1, 0.0), "rel_l2_extrap": (0.1, 0.0), "mse": (0.1, 0.0), "adapt_steps": 2,
+             "adapt_seconds": 1.0, "adapt_stop": "capped"}
+    table = format_summary({"system": "lotka_volterra", "method": "phys[all]", "seed": 0, "run_dir": "r",
+                            "splits": {"beyond": split}})
+    assert "2 st 1.0s capped" in table
+    assert "capped" not in format_summary({"system": "lotka_volterra", "method": "phys[all]", "seed": 0,
+                                           "run_dir": "r", "splits": {"beyond": {**split, "adapt_stop": "plateau"}}})
     # and the same adaptation with room to finish does not say so
     done = evaluate_heldout_sets(module, cfg.replace(adapt=cfg.adapt.replace(steps=100)), sets, progress=False)
     assert done["beyond"].adapted.stop in ("converged", "plateau") and done["beyond"].adapted.converged

@@ -126,22 +126,42 @@ class QGModel:
     def invert(self, qh: torch.Tensor) -> torch.Tensor:
         return self._apply(self._A, qh)
 
-    def tendency(self, qh: torch.Tensor) -> torch.Tensor:
-        """dq̂/dt of every term but the filter (pyqg's ``dqhdt``)."""
-        return advection(self.grid, qh, self.invert(qh)) + self._apply(self._C, qh)
+    def tendency(self, qh: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
+        """dq̂/dt of every term but the filter (pyqg's ``dqhdt``) of the trajectories ``rows`` of
+        the model's batch, whose spectra are ``qh``."""
+        g = self.grid
+        A, C = ([col[rows] if col.shape[0] > 1 else col for col in cols] for cols in (self._A, self._C))
+        psih = self._apply(A, qh)
+        u, v, q = torch.fft.irfft2(torch.stack((-g.il * psih, g.ik * psih, qh)), s=(g.n, g.n))
+        flux = torch.fft.rfft2(torch.stack((u * q, v * q)))
+        out = C[0] * qh[:, :1]
+        return out.addcmul_(C[1], qh[:, 1:]).sub_(g.ik * flux[0]).sub_(g.il * flux[1])
+
+    # On a CPU the batch is stepped in chunks of trajectories whose work stays in cache, this many
+    # grid points a chunk (4 trajectories on 64², 1 on 256²): measured 0.34 against 0.59 ms per
+    # trajectory-step for a batch of 32 on 64² (one thread); on a GPU the batch is one chunk.
+    cpu_chunk_points = 4 * 64 * 64
 
     def step(self, qh: torch.Tensor, history: list[torch.Tensor], dt: float) -> torch.Tensor:
         """pyqg's step: Adams-Bashforth of order 1, 2, then 3 (``history`` holds the earlier
         tendencies, newest first, and is updated in place), then the filter."""
-        rate = self.tendency(qh)
-        if not history:
-            new = qh + dt * rate
-        elif len(history) == 1:
-            new = qh + dt * (1.5 * rate - 0.5 * history[0])
-        else:
-            new = qh + dt * (23 / 12 * rate - 16 / 12 * history[0] + 5 / 12 * history[1])
-        history[:] = [rate, *history[:1]]
-        return new if self.filter is None else new * self.filter
+        batch = qh.shape[0]
+        chunk = max(1, self.cpu_chunk_points // self.grid.n**2) if qh.device.type == "cpu" else batch
+        rates, news = [], []
+        for start in range(0, batch, chunk):
+            rows = slice(start, min(batch, start + chunk))
+            rate = self.tendency(qh[rows], rows)
+            if not history:
+                new = torch.add(qh[rows], rate, alpha=dt)
+            elif len(history) == 1:
+                new = torch.add(qh[rows], rate, alpha=1.5 * dt).add_(history[0][rows], alpha=-0.5 * dt)
+            else:
+                new = torch.add(qh[rows], rate, alpha=23 / 12 * dt).add_(history[0][rows], alpha=-16 / 12 * dt)
+                new.add_(history[1][rows], alpha=5 / 12 * dt)
+            rates.append(rate)
+            news.append(new if self.filter is None else new.mul_(self.filter))
+        history[:] = [torch.cat(rates) if len(rates) > 1 else rates[0], *history[:1]]
+        return torch.cat(news) if len(news) > 1 else news[0]
 
     # ----------------------------------------------------------------- diagnostics
     def energy(self, qh: torch.Tensor) -> torch.Tensor:

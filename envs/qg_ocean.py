@@ -21,9 +21,10 @@ sharp``; ``Operator2``'s Gaussian, ``gaussian``). ``data.observe: ssh`` stores o
 streamfunction ψ_1 (sea surface height = f_0 ψ_1 / g), never the lower layer.
 
 Solver: pyqg's own scheme, AB3 at ``solver_dt`` = 1 h with the filter after every step (the
-benchmark's): the filter is part of pyqg's model, and at 1 h the trajectory is pyqg-jax's to
-1e-15 over 1,000 steps (benchmarks/qg_pyqg.py). Time-step error and cost are measured in
-docs/ocean.md.
+benchmark's): the filter is part of pyqg's model, and the trajectory is pyqg-jax's to 1e-14 over
+1,000 steps, from rest or spun up (benchmarks/qg_pyqg.py). Against 15-minute steps (the filter as
+a rate, the same equations) the 1-hour step's observed error after 10 days is 1.1e-4 (eddy) and
+2e-5 (jet) (benchmarks/qg_spinup.py), far below the coarse model's and persistence's (docs/ocean.md).
 
 The known terms (physics-aware models) are the same equations on the observed grid, i.e. pyqg
 at the coarse resolution: ``advection``, ``background_flow`` (the mean shear's advection and PV
@@ -92,8 +93,8 @@ class QGOcean(System):
         "coarse_filter": "sharp",
         "solver_dt": 3600.0,
         # Spin-up criterion (leads.envs.spinup), measured on 64^2 runs of the eddy and jet regimes
-        # (docs/ocean.md): stationary after 3.0 and 4.6-5.3 years; steady flows' 120-day means
-        # spread by at most 13% over 3 windows.
+        # (benchmarks/qg_spinup.py, docs/ocean.md): stationary after 3.0-3.3 and 4.6-5.6 years;
+        # steady flows' 120-day means spread by at most 12.8% over 3 windows.
         "spinup_sample": DAY,
         "spinup_window": 120 * DAY,
         "spinup_windows": 3,

@@ -15,7 +15,7 @@ in-domain, adapt to held-out environments, append result rows and print a summar
   python run.py reproduce --protocol geps_gray_scott --seeds 3 [--max-steps N]   # a published table
   python run.py export --env gray_scott --out inputs.h5           # evaluation inputs for another codebase
   python run.py score --env gray_scott --predictions pred.h5 --name my_fno   # rank its predictions
-  python run.py baseline --env qg_ocean           # the coarse physical model, scored like a method
+  python run.py baseline --env qg_ocean           # persistence and the coarse physical model, scored as methods
 
 Any config value can also be given as ``--section.key=value`` (``--train.lr=3e-4``), the form
 a W&B sweep agent passes its parameters in (``configs/sweeps/``).
@@ -314,14 +314,15 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _baseline(args: argparse.Namespace) -> int:
-    from leads.baseline import NAME, score_baseline
+    from leads.baseline import score_baseline
     from leads.config.paths import check_output_dir
 
     cfg = _protocol_config(args)
     check_output_dir(cfg.results_dir, "results_dir")
-    for group, s in score_baseline(cfg).items():
-        mean, std = s.summary("rel_l2")
-        print(f"{NAME} · {group}: relative L2 (0, T] {mean:.3e} ± {std:.1e} over {len(s.env)} trajectories")
+    for method, groups in score_baseline(cfg).items():
+        for group, s in groups.items():
+            mean, std = s.summary("rel_l2")
+            print(f"{method} · {group}: relative L2 (0, T] {mean:.3e} ± {std:.1e} over {len(s.env)} trajectories")
     print(_write_leaderboard(cfg, cfg.adapt.shots), end="")
     return 0
 

@@ -283,3 +283,22 @@ def test_registered_with_quick_scale_defaults():
     system = get_system("qg_ocean")
     assert system.state_shape == (2, 16, 16) and JET in system.heldout["extrap"]
     assert grid(16, L).kappa2.shape == (1, 1, 16, 9)
+
+
+def test_coarse_forecast_from_ssh_takes_the_lower_layer_at_rest():
+    """From the sea surface height the coarse model starts with ψ2 = 0: for a state whose lower layer
+    is at rest it is the coarse model's forecast of the whole state, observed."""
+    system = small(size=16)
+    env = system.env_tensor([EDDY, JET])
+    model = QGModel(16, L, system.physical(env))
+    psi = torch.fft.rfft2(band_limited(16, 6, 6)[:, :1].repeat(2, 1, 1, 1) * 1e8)  # ψ1 (m²/s), ψ2 = 0
+    psi = torch.cat((psi, torch.zeros_like(psi)), dim=1)
+    g = model.grid
+    q = torch.fft.irfft2(torch.cat((-g.kappa2 * psi[:, :1] + model.F1 * (psi[:, 1:] - psi[:, :1]),
+                                    -g.kappa2 * psi[:, 1:] + model.F2 * (psi[:, :1] - psi[:, 1:])), dim=1), s=(16, 16))
+    t = system.times()[:3]
+    ssh = system.observe(q, env, "ssh")
+    expected = system.observe(system.coarse_model(q, env, t), env, "ssh")
+    torch.testing.assert_close(system.coarse_forecast(ssh, env, t, "ssh"), expected, rtol=1e-9,
+                               atol=1e-9 * float(expected.abs().max()))
+    torch.testing.assert_close(system.coarse_forecast(q, env, t), system.coarse_model(q, env, t))

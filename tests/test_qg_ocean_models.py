@@ -10,11 +10,12 @@ import pytest
 import torch
 from tiny import tiny_config
 
-from leads.baseline import NAME, score_baseline
+from leads.baseline import NAME, PERSISTENCE, score_baseline
 from leads.cli import main
 from leads.config.loading import load_config, system_of
 from leads.config.schema import RunConfig
 from leads.envs.errors import UserError
+from leads.envs.registry import get_system
 from leads.jobs import run_experiment
 from leads.models.forecaster import Forecaster
 
@@ -29,13 +30,14 @@ def rows_of(tmp_path):
 def test_coarse_model_rows_from_full_state_and_from_ssh(tmp_path):
     cfg = RunConfig.of(tiny_config("qg_ocean", tmp_path, "adapt.sets=[extrap]"))
     full = score_baseline(cfg)
-    assert set(full) == {"in_domain", "extrap"}
-    for scores in full.values():
+    assert set(full) == {NAME, PERSISTENCE} and set(full[NAME]) == {"in_domain", "extrap"}
+    for scores in full[NAME].values():
         assert (scores.rel_l2 > 0).all() and (scores.rel_l2 < 10).all()
     ssh = score_baseline(RunConfig.of(tiny_config("qg_ocean", tmp_path, "adapt.sets=[extrap]", "data.observe=ssh")))
-    assert set(ssh) == {"in_domain", "extrap"} and (ssh["extrap"].rel_l2 > 0).all()
+    assert set(ssh[NAME]) == {"in_domain", "extrap"} and (ssh[NAME]["extrap"].rel_l2 > 0).all()
     rows = rows_of(tmp_path)
-    assert {r["method"] for r in rows} == {NAME} and all(r["physics_aware"] and not r["external"] for r in rows)
+    assert {r["method"] for r in rows} == {NAME, PERSISTENCE}
+    assert all(r["physics_aware"] == (r["method"] == NAME) and not r["external"] for r in rows)
     assert len({r["config_hash"] for r in rows}) == 2  # full state and ssh are two studies
 
 
@@ -51,9 +53,13 @@ def test_cli_writes_the_leaderboard(tmp_path, capsys):
     assert NAME in (tmp_path / "results" / "qg_ocean" / "leaderboard_quick.md").read_text()
 
 
-def test_a_system_without_one_says_so(tmp_path):
+def test_persistence_for_every_system_and_a_coarse_model_where_there_is_one(tmp_path):
+    out = score_baseline(RunConfig.of(tiny_config("lotka_volterra", tmp_path, "adapt.sets=[interp]")))
+    assert set(out) == {PERSISTENCE}
+    # persistence's error at t: the state's change since t = 0 (its in-domain error is positive)
+    assert (out[PERSISTENCE]["in_domain"].rel_l2 > 0).all()
     with pytest.raises(UserError, match="no coarse physical model") as e:
-        score_baseline(RunConfig.of(tiny_config("lotka_volterra", tmp_path)))
+        get_system("lotka_volterra").coarse_forecast(None, None, None)
     assert "\n" not in str(e.value)
 
 

@@ -10,6 +10,7 @@ import pytest
 from tiny import tiny_config
 
 from leads.config.loading import load_config
+from leads.config.schema import RunConfig
 from leads.reporting.keys import config_key, derive_keys, identity, protocol_key, protocols_of
 from leads.reporting.results import append_rows, read_rows
 
@@ -80,6 +81,8 @@ def test_keys_say_what_is_measured_and_how_a_model_was_trained(tmp_path):
     assert all(protocol_key(c) == protocol_key(cfg) for c in same_protocol)
     for other in ("data.n_test=2", "data.n_train=2", "data.seed=1", "system.dt=0.25"):
         assert protocol_key(tiny_config("lotka_volterra", tmp_path, other)) != protocol_key(cfg), other
+    partial = RunConfig.of({**cfg.to_dict(), "data": {**cfg.to_dict()["data"], "observe": "x"}})
+    assert protocol_key(partial) != protocol_key(cfg)  # what is observed is what is scored
     # seeds of one configuration are one line; held-out sets and shots are named by each row;
     # compile computes the same values; directories are bookkeeping
     for same in ("seed=3", "train.compile=true", "adapt.sets=[interp]", "adapt.shots=2",
@@ -88,7 +91,7 @@ def test_keys_say_what_is_measured_and_how_a_model_was_trained(tmp_path):
     for other in ("train.max_steps=7", "adapt.steps=5", "method=coda", "data.n_test=2", "train.max_cpu_seconds=60"):
         assert config_key(tiny_config("lotka_volterra", tmp_path, other)) != config_key(cfg), other
     # a profile's name is not its configuration: the same settings under two names are one
-    renamed = {**cfg.to_dict(), "profile": "another_name"}
+    renamed = RunConfig.of({**cfg.to_dict(), "profile": "another_name"})
     assert config_key(renamed) == config_key(cfg) and protocol_key(renamed) == protocol_key(cfg)
 
 
@@ -121,3 +124,14 @@ def test_a_results_file_that_cannot_be_read_is_one_line(tmp_path):
     with pytest.raises(UserError, match="cannot be read") as e:
         read_rows(path)
     assert str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_rows_of_a_replaced_profile_join_the_protocol_of_the_profile_that_replaced_it():
+    from leads.reporting.keys import _replaced
+
+    replaced = _replaced("gray_scott", "paper_code_cpu_3600s")
+    if replaced is None:
+        pytest.skip("configs/gray_scott.yaml replaces no profile")
+    old = {"run_id": "r", "system": "gray_scott", "profile": "paper_code_cpu_3600s", "train_steps": 41000}
+    (row,) = derive_keys([old])
+    assert row["protocol_key"] == protocol_key(load_config("gray_scott", replaced[0], replaced[1]))

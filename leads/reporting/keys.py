@@ -5,7 +5,8 @@
   model may see or is tested on (data seed, training, validation and test trajectories per
   environment, adaptation validation trajectories, whether environments share initial
   states). Profiles that differ only in how they train (a published setting and its CPU
-  recipes) share it, so their rows are one leaderboard. Held-out sets and shots are not in
+  recipes) share it, so their rows are one leaderboard. A partial observation
+  (``data.observe``, e.g. sea surface height only) is part of it. Held-out sets and shots are not in
   it: every row names its own (``split``, ``set_envs_key``, ``shots``).
 - The **configuration key** hashes how a model was trained and adapted: the whole run
   configuration except the seed (seeds of one configuration are averaged), the profile's name
@@ -14,9 +15,9 @@
   sets and shots (named by each row). A leaderboard line never mixes two of them.
 
 Rows written before these keys existed get them derived from their profile (``derive_keys``):
-the protocol key of the profile as configured now, and a configuration key that groups runs
-of one profile and training budget; such rows are marked ``keys_derived`` and the leaderboard
-says so.
+the protocol key of the profile as configured now (of the profile that replaced it, with its
+``--set``, for a profile that was replaced), and a configuration key that groups runs of one
+profile and training budget; such rows are marked ``keys_derived`` and the leaderboard says so.
 """
 
 from __future__ import annotations
@@ -41,8 +42,10 @@ IDENTITY = ("run_id", "config_key", "kind", "split", "shots", "set_envs_key")
 
 def protocol_key(cfg: RunConfig) -> str:
     """The hash of what ``cfg``'s scores are measured on (module docstring)."""
-    return config_hash({"system_name": cfg.system_name, "system": cfg.system,
-                        "data": {k: getattr(cfg.data, k) for k in PROTOCOL_DATA}})
+    data = {k: getattr(cfg.data, k) for k in PROTOCOL_DATA}
+    if cfg.data.observe is not None:  # only when set: keys of runs of the whole state stay as they were
+        data["observe"] = cfg.data.observe
+    return config_hash({"system_name": cfg.system_name, "system": cfg.system, "data": data})
 
 
 def config_key(cfg: RunConfig) -> str:
@@ -79,11 +82,26 @@ def system_profiles(system: str) -> list[str]:
     return list(profiles) if isinstance(profiles, dict) else []
 
 
+def _replaced(system: str, profile: str) -> tuple[str, list[str]] | None:
+    """The profile that replaced ``profile`` and the ``--set`` that reruns it (``replaced_profiles``
+    of ``configs/<system>.yaml``), if it was replaced."""
+    path = CONFIG_DIR / f"{system}.yaml"
+    entry = (load_yaml(path).get("replaced_profiles") or {}).get(profile) if path.is_file() else None
+    if not isinstance(entry, dict) or not entry.get("by"):
+        return None
+    return str(entry["by"]), [str(s) for s in entry.get("set") or []]
+
+
 @functools.lru_cache(maxsize=256)
 def _profile_key(system: str, profile: str) -> str | None:
     try:
         return protocol_key(load_config(system, profile))
-    except UserError:  # a profile that no longer exists (renamed) or cannot be loaded
+    except UserError:  # a profile that was replaced, or one that no longer exists or cannot be loaded
+        pass
+    try:
+        replaced = _replaced(system, profile)
+        return None if replaced is None else protocol_key(load_config(system, replaced[0], replaced[1]))
+    except UserError:
         return None
 
 

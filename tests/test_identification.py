@@ -21,7 +21,7 @@ from leads.envs.registry import SYSTEMS
 from leads.evaluation.adaptation import adapt_to_new_environments
 from leads.evaluation.heldout import evaluate_heldout_sets
 from leads.evaluation.identifiability import DETERMINED
-from leads.evaluation.identification import POOR_FIT, Identified, identify, poor_fits, worst
+from leads.evaluation.identification import POOR_FIT, POOR_FIT_ABSOLUTE, Identified, identify, poor_fits, worst
 from leads.jobs import format_summary
 from leads.models.forecaster import Forecaster
 from leads.reporting.identification import identification_rows, summary_entry, summary_lines
@@ -150,5 +150,7 @@ def test_worst_and_poor_fits():
     assert (w.rel_error, w.environment, w.parameter) == (0.1, 0, "b")  # b of environment 1 is not determined
     assert worst([{"b": undetermined["b"]}]) is None
     assert poor_fits([1e-4, 0.5, math.inf, math.nan], 2e-4) == [False, True, True, True]
-    assert poor_fits([0.99 * POOR_FIT * 1e-3], 1e-3) == [False]
-    assert poor_fits([1.0], math.nan) == [False]  # no reference: nothing flagged
+    assert poor_fits([0.99 * POOR_FIT * 1e-3, 1.01 * POOR_FIT * 1e-3], 1e-3) == [False, True]
+    # a model that fits its own training environments badly is no reference: 10% off is poor anyway
+    assert poor_fits([0.5 * POOR_FIT_ABSOLUTE, POOR_FIT_ABSOLUTE], 0.2) == [False, True]
+    assert poor_fits([0.05, 0.5], math.nan) == [False, True]  # no reference: the absolute bound alone

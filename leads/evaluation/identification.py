@@ -7,8 +7,9 @@ true ones (:func:`identify`). Two things say which numbers to trust without the 
   the fitted trajectories do not determine to ``DETERMINED`` of its value is reported as not
   determined, never as a number;
 - the environment's own validation error: an environment fitted ``POOR_FIT`` times worse than the
-  trained model fits its training environments (their validation trajectories) is flagged
-  (:func:`poor_fits`); its parameters come from a fit that does not reproduce the data.
+  trained model fits its training environments (their validation trajectories), or whose
+  validation trajectories it forecasts with a relative error of ``POOR_FIT_ABSOLUTE`` or more, is
+  flagged (:func:`poor_fits`); its parameters come from a fit that does not reproduce the data.
 
 :func:`worst` gives the largest error of a set (its environment and parameter), which the
 summary, the result rows, W&B and the leaderboard report beside the mean.
@@ -25,8 +26,12 @@ from leads.evaluation.identifiability import DETERMINED
 from leads.models.forecaster import Forecaster
 
 # An environment whose validation error is this many times the model's on its training
-# environments is flagged as poorly fitted (see docs/identification.md for the errors measured).
+# environments is flagged as poorly fitted (see docs/identification.md for the errors measured)...
 POOR_FIT = 10.0
+# ... and so is one whose validation error is this large whatever the model does in-domain: a
+# model that fits its own training environments badly (the pendulum's forcing frequency in the
+# wrong basin) is no reference, and a forecast 10% off over the horizon does not reproduce the data.
+POOR_FIT_ABSOLUTE = 0.1
 
 
 @dataclass(frozen=True)
@@ -89,10 +94,10 @@ def worst(identified: Sequence[dict[str, Identified]]) -> Worst | None:
 
 def poor_fits(val_rel_l2_per_env: Sequence[float], reference: float) -> list[bool]:
     """Per environment, whether its validation error is ``POOR_FIT`` times ``reference`` (the
-    model's validation error on its training environments) or more, or not finite; none where
-    the reference is unknown."""
-    if not math.isfinite(reference):
-        return [False] * len(val_rel_l2_per_env)
-    # float32 rollouts: relative errors below ~1e-6 are round-off, not a measure of the fit
-    bound = POOR_FIT * max(reference, 1e-6)
+    model's validation error on its training environments; nan: unknown) or more, at least
+    ``POOR_FIT_ABSOLUTE``, or not finite."""
+    bound = POOR_FIT_ABSOLUTE
+    if math.isfinite(reference):
+        # float32 rollouts: relative errors below ~1e-6 are round-off, not a measure of the fit
+        bound = min(bound, POOR_FIT * max(reference, 1e-6))
     return [not v < bound for v in val_rel_l2_per_env]

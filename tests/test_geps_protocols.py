@@ -40,8 +40,8 @@ CPU_RECIPES = {
     "geps_burgers_cpu_hybrid": ("paper_code", [*_BURGERS_CPU, *_STRANG]),
     "geps_kolmogorov_cpu": ("paper_code", _KOLMOGOROV_CPU),
     "geps_kolmogorov_cpu_hybrid": ("paper_code", [*_KOLMOGOROV_CPU, *_STRANG]),
-    "geps_pendulum_cpu": ("paper", ["data.window=10", "train.max_steps=200000",
-                                    "train.max_cpu_seconds=3600", "train.lr=3e-3", "train.val_every=2000"]),
+    "geps_pendulum_cpu": ("paper", ["forecaster.solver=euler", "train.max_steps=36000", "train.max_cpu_seconds=3600",
+                                    "train.lr=3e-3"]),
 }
 PROTOCOLS = load_protocols()
 
@@ -138,7 +138,7 @@ def test_a_protocol_at_a_tiny_budget_ends_with_table_2_beside_our_rows(tmp_path)
     """The pendulum's protocol end to end: its own data (cheap for an ODE), a tiny network and budget."""
     from leads.reproduce import reproduce
 
-    tiny = ["model.width=8", "train.val_every=1", "data.window=4", "adapt.steps=3", "adapt.val_every=1",
+    tiny = ["model.width=8", "train.val_every=1", "adapt.steps=3", "adapt.val_every=1",
             "logger=none", f"runs_dir={tmp_path / 'runs'}", f"data.dir={tmp_path / 'data'}",
             f"results_dir={tmp_path / 'results'}"]
     out = reproduce("geps_pendulum_cpu", seeds=1, max_steps=2, methods=["lowrank"], overrides=tiny, progress=False)

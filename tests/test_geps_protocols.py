@@ -40,8 +40,8 @@ CPU_RECIPES = {
     "geps_burgers_cpu_hybrid": ("paper_code", [*_BURGERS_CPU, *_STRANG]),
     "geps_kolmogorov_cpu": ("paper_code", _KOLMOGOROV_CPU),
     "geps_kolmogorov_cpu_hybrid": ("paper_code", [*_KOLMOGOROV_CPU, *_STRANG]),
-    "geps_pendulum_cpu": ("paper", ["data.n_val=4", "data.window=10", "train.max_steps=200000",
-                                    "train.max_cpu_seconds=3600", "train.lr=3e-3", "train.val_every=2000"]),
+    "geps_pendulum_cpu": ("paper", ["forecaster.solver=euler", "train.max_steps=36000", "train.max_cpu_seconds=3600",
+                                    "train.lr=3e-3"]),
 }
 PROTOCOLS = load_protocols()
 
@@ -104,23 +104,46 @@ def test_every_published_setting_adapts_to_the_published_new_environments():
             assert entry.shots in (None, cfg.adapt.shots), (entry.system, profile)
 
 
-@pytest.mark.slow  # each a whole tiny run: data, training, adaptation, scoring (~20-60 s)
-@pytest.mark.parametrize("name", ["geps_burgers_cpu", "geps_kolmogorov_cpu", "geps_pendulum_cpu"])
-def test_a_protocol_at_a_tiny_budget_ends_with_table_2_beside_our_rows(name, tmp_path):
-    from tiny import PER_SYSTEM, TINY
+@pytest.mark.parametrize("name", ["geps_burgers_cpu", "geps_burgers_cpu_hybrid", "geps_kolmogorov_cpu",
+                                  "geps_kolmogorov_cpu_hybrid", "geps_pendulum_cpu", "geps_pendulum_cpu_hybrid"])
+def test_table_2_stands_beside_the_rows_of_each_protocol(name):
+    """Rows of a protocol's profile (its environments, step, horizon, held-out set and shots) get
+    GEPS' published block, with the budget each line trained for."""
+    from test_leaderboard import _rows
 
-    from leads.reproduce import reproduce
+    from leads.reporting import leaderboard
 
     protocol = PROTOCOLS[name]
-    tiny = [*TINY, *PER_SYSTEM.get(protocol.system, []), f"runs_dir={tmp_path / 'runs'}",
-            f"data.dir={tmp_path / 'data'}", f"results_dir={tmp_path / 'results'}"]
-    if protocol.system == "kolmogorov":
-        tiny.append("data.n_adapt=16")  # its code adapts on 16 trajectories per new environment
-    out = reproduce(name, seeds=1, max_steps=2, methods=["lowrank"], overrides=tiny, progress=False)
+    cfg = load_config(protocol.system, protocol.profile)
+    system = get_system(protocol.system, **cfg.system)
+    ((held, envs),) = heldout_sets(cfg).items()
+    errors = {"in_domain": [0.1, 0.2], held: [0.3, 0.4]}
+    rows = [r for seed in (0, 1) for r in _rows(
+        "lowrank", seed, errors, profile=protocol.profile, shots=cfg.adapt.shots, system=protocol.system,
+        heldout_key=envs_key(system, envs), train_key=envs_key(system, system.train_envs), dt=system.dt,
+        horizon=system.horizon, train_steps=40000)]
+    for r in rows:
+        r["train_cpu_seconds"] = 3600.0
+    md = leaderboard.to_markdown(leaderboard.build(rows, protocol.system, protocol.profile, cfg.adapt.shots))
+    assert "## Published results: GEPS protocol" in md and f"new environments ({held})" in md
+    scale = SCALE[protocol.system]
+    for method, numbers in TABLE_2[protocol.system].items():
+        if numbers is not None:
+            assert f"| {method} | {numbers[0] * scale:.3e}" in md, method
+    assert f"ours, profile {protocol.profile}, 2 seed(s), 40000 training steps, 10 s training (3600 CPU s)" in md
+
+
+@pytest.mark.slow  # a whole run: the protocol's data, 2 training steps, adaptation, scoring (~20-60 s)
+def test_a_protocol_at_a_tiny_budget_ends_with_table_2_beside_our_rows(tmp_path):
+    """The pendulum's protocol end to end: its own data (cheap for an ODE), a tiny network and budget."""
+    from leads.reproduce import reproduce
+
+    tiny = ["model.width=8", "train.val_every=1", "adapt.steps=3", "adapt.val_every=1",
+            "logger=none", f"runs_dir={tmp_path / 'runs'}", f"data.dir={tmp_path / 'data'}",
+            f"results_dir={tmp_path / 'results'}"]
+    out = reproduce("geps_pendulum_cpu", seeds=1, max_steps=2, methods=["lowrank"], overrides=tiny, progress=False)
     md = out["leaderboard"]
     assert [(m, s, state) for m, s, state, _ in out["runs"]] == [("lowrank", 0, "new")]
-    assert "## Published results: GEPS protocol" in md and f"(profile {protocol.profile}," in md
-    scale = SCALE[protocol.system]
-    ind, new = TABLE_2[protocol.system]["GEPS"]
-    assert f"| GEPS | {ind * scale:.3e}" in md and f"{new * scale:.3e}" in md
-    assert "| lowrank |" in md and "ours, 1 seed(s), 2 training steps" in md
+    assert "## Published results: GEPS protocol" in md and "new environments (extrap)" in md
+    assert "| GEPS | 2.080e-01" in md and "5.080e-01" in md
+    assert "| lowrank |" in md and "ours, profile paper_cpu, 1 seed(s), 2 training steps" in md

@@ -24,6 +24,7 @@ from leads.datasets.h5 import load_split
 from leads.envs.base import System, env_label, envs_key
 from leads.evaluation.heldout import heldout_sets
 from leads.evaluation.scoring import Scores, score_predictions
+from leads.reporting.keys import protocol_key
 from leads.reporting.results import append_rows, git_commit, now, results_path, score_rows, study_hash
 
 NAME = "coarse_model"
@@ -60,7 +61,9 @@ def score_baseline(cfg: RunConfig, chunk: int = 64) -> dict[str, dict[str, Score
     for method, forecast in baselines(system, cfg.data.observe).items():
         info = {"run_id": f"{method}-{cfg.profile}", "eval_id": uuid.uuid4().hex[:12], "time": now(),
                 "system": system.name, "method": method, "external": False, "physics_aware": method == NAME,
-                "seed": 0, "profile": cfg.profile, "train_seconds": 0.0, "train_steps": 0, "n_trained_params": 0,
+                "seed": 0, "profile": cfg.profile, "protocol_key": protocol_key(cfg),
+                # A baseline is not trained: it is one configuration per method under a protocol.
+                "config_key": f"baseline-{method}", "train_seconds": 0.0, "train_steps": 0, "n_trained_params": 0,
                 "git_commit": git_commit(), "config_hash": study_hash(cfg), "ckpt": None,
                 "train_envs_key": envs_key(system, system.train_envs), "dt": system.dt, "horizon": system.horizon,
                 "adapt_steps": 0, "adapt_best_step": None, "adapt_seconds": 0.0, "n_adapted_params": 0}

@@ -201,14 +201,20 @@ def _cpu_times(stat: Path, cpus: Collection[int]) -> dict[int, tuple[int, int]]:
 # ------------------------------------------------------------------------------ the work
 def work_size(model: Mapping[str, Any], state_shape: Sequence[int], batch: int) -> int:
     """Activations of one hidden layer on one batch: batch x width x grid points (ODE states: 1)."""
-    return int(batch) * int(model["width"]) * math.prod(int(n) for n in state_shape[1:])
+    return int(batch) * int(_field(model, "width")) * math.prod(int(n) for n in state_shape[1:])
 
 
 def model_work(model: Mapping[str, Any], state_shape: Sequence[int], batch: int) -> Work:
     grid = "x".join(str(n) for n in state_shape[1:])
     where = f" on a {grid} grid" if grid else ""
     size = work_size(model, state_shape, batch)
-    return Work(size, f"{model['width']}-wide {model['name']}{where}, batch {batch}: {size:,} activations a layer")
+    return Work(size, f"{_field(model, 'width')}-wide {_field(model, 'name')}{where}, batch {batch}: "
+                      f"{size:,} activations a layer")
+
+
+def _field(model: Any, key: str) -> Any:
+    """A model setting from a typed configuration (an attribute) or a plain mapping (a key)."""
+    return getattr(model, key) if hasattr(model, key) else model[key]
 
 
 # ------------------------------------------------------------------------------ the choice

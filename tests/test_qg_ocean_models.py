@@ -50,7 +50,9 @@ def test_cli_writes_the_leaderboard(tmp_path, capsys):
     assert main([*args, *[a for kv in small for a in ("--set", kv)]]) == 0
     out = capsys.readouterr().out
     assert f"{NAME} · in_domain" in out
-    assert NAME in (tmp_path / "results" / "qg_ocean" / "leaderboard_quick.md").read_text()
+    # --set data settings make a protocol of their own, named after the profile and its key
+    (board,) = (tmp_path / "results" / "qg_ocean").glob("leaderboard_quick-*.md")
+    assert NAME in board.read_text()
 
 
 def test_persistence_for_every_system_and_a_coarse_model_where_there_is_one(tmp_path):

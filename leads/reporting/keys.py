@@ -35,9 +35,9 @@ PROTOCOL_DATA = ("seed", "n_train", "n_val", "n_test", "n_adapt_val", "n_test_he
 # Keys that say where and how a run was executed, not what it computed.
 BOOKKEEPING = ("run_name", "device", "devices", "num_nodes", "strategy", "threads", "logger", "wandb",
                "runs_dir", "results_dir")
-# Rows with the same values of these (and the same run and configuration) are one evaluation's:
-# a new evaluation replaces them (leads.reporting.results.append_rows).
-IDENTITY = ("run_id", "config_key", "kind", "split", "shots", "set_envs_key")
+# Rows with the same values of these (the same run and configuration under the same protocol) are
+# one evaluation's: a new evaluation replaces them (leads.reporting.results.append_rows).
+IDENTITY = ("run_id", "protocol_key", "config_key", "kind", "split", "shots", "set_envs_key")
 
 
 def protocol_key(cfg: RunConfig) -> str:
@@ -58,7 +58,7 @@ def config_key(cfg: RunConfig) -> str:
 
 
 def identity(row: Mapping[str, Any]) -> tuple:
-    """The evaluation a row belongs to: (run, configuration, kind, split, shots, set)."""
+    """The evaluation a row belongs to: (run, protocol, configuration, kind, split, shots, set)."""
     return tuple(row.get(k) for k in IDENTITY)
 
 

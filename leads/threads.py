@@ -46,10 +46,11 @@ PROC_SELF_CGROUP = Path("/proc/self/cgroup")
 PROC_STAT = Path("/proc/stat")
 BUSY_SAMPLE_S = 0.3  # how long the CPUs' use by other processes is sampled, only for work worth threads
 # Activations per layer (batch x width x grid points) each thread needs: a second thread takes
-# twice this. Provisional: on the shared 2-core machine no model gained from a second thread
-# (benchmarks/thread_probe.py, docs/parallel_runs.md; not yet measured with the cores free), so
-# every shipped quick profile (at most Gray-Scott's 262,144) gets one, and only the paper_code
-# profiles of Kolmogorov (655,360) and Gray-Scott (1,048,576) more, where CPUs are free.
+# twice this. On the 2-core reference machine no model gained from a second thread under load
+# (benchmarks/thread_probe.py), nor Gray-Scott's quick main job on idle cores (180 s with one,
+# 236 s with two; docs/parallel_runs.md), so every shipped quick profile (at most Gray-Scott's
+# 262,144) gets one, and only the paper_code profiles of Kolmogorov (655,360) and Gray-Scott
+# (1,048,576) more, where CPUs are free.
 WORK_PER_THREAD = 2**18
 
 

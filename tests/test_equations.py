@@ -465,6 +465,22 @@ def test_the_documented_system_file_works_as_documented(tmp_path):
     assert torch.isfinite(states).all() and float(states[:, -1].std()) > 0
 
 
+def test_the_readme_system_file_is_the_shipped_one_without_its_run_settings(tmp_path):
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    example = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    assert len(example.splitlines()) < 25
+    mine = load_system(_write(tmp_path, example, "fitzhugh_nagumo.yaml"))
+    shipped = load_system(SYSTEMS_DIR / "fitzhugh_nagumo.yaml")
+    assert mine.describe_equations() == shipped.describe_equations()
+    assert mine.solver_description == shipped.solver_description
+    assert mine.train_envs == shipped.train_envs and mine.state_shape == shipped.state_shape
+    # the README shows one environment of each held-out set of the shipped file
+    assert all(mine.heldout[k][0] == shipped.heldout[k][0] for k in ("interp", "extrap"))
+    t = mine.times(1.0)
+    envs = mine.env_tensor(mine.train_envs[:1])
+    assert torch.equal(mine.generate([0], envs, t), shipped.generate([0], envs, t))
+
+
 @pytest.mark.slow
 def test_complete_generated_physics_identifies_new_environments(tmp_path):
     # As for the built-in Lotka-Volterra (tests/test_physics.py), from the system file: one

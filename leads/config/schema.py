@@ -142,6 +142,17 @@ def plain(value: Any) -> Any:
     return value
 
 
+def flat_keys(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as ``{"section.key": value}``, for comparing two configurations key by key."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping) and v:
+            out.update(flat_keys(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 @_section
 class WandbConfig(Section):
     where = "wandb"

@@ -18,7 +18,7 @@ import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from leads.config.schema import RunConfig, plain
+from leads.config.schema import RunConfig, flat_keys, plain
 from leads.datasets.atomic import atomic_write
 from leads.envs.errors import UserError
 from leads.models.forecaster import Forecaster
@@ -110,16 +110,6 @@ class TrainClock(Callback):
         self.restored = True
 
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def check_resume_checkpoint(path: Path, cfg: RunConfig) -> None:
     """Raise a one-line ``UserError`` unless ``path`` is a readable checkpoint of a run of the
     same system, method, seed, model and data as ``cfg``. Training settings (``train.*``,
@@ -146,7 +136,7 @@ def _identity(cfg: dict[str, Any]) -> dict[str, Any]:
     """The settings that make a checkpoint another run's: what is trained on which data."""
     method = cfg.get("method")
     keep = ("system_name", "method", "seed", "system.", "model.", f"methods.{method}.", "data.seed", "data.n_train")
-    return {k: v for k, v in _flat(cfg).items() if k.startswith(keep)}
+    return {k: v for k, v in flat_keys(cfg).items() if k.startswith(keep)}
 
 
 def load_checkpoint(path: str | Path, system: str | None = None) -> Forecaster:

@@ -17,19 +17,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from leads.config.schema import plain
+from leads.config.schema import flat_keys, plain
 
 FILE = "segments.jsonl"
-
-
-def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping) and v:
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def read_segments(run_dir: Path) -> list[dict[str, Any]]:
@@ -63,7 +53,7 @@ def start_segment(run_dir: Path, cfg: Mapping[str, Any], from_step: int) -> int:
     config = plain(cfg)
     changed = {}
     if starts:
-        before, now = _flat(starts[-1].get("config") or {}), _flat(config)
+        before, now = flat_keys(starts[-1].get("config") or {}), flat_keys(config)
         changed = {k: [before.get(k), now.get(k)] for k in sorted(set(before) | set(now))
                    if before.get(k) != now.get(k)}
     number = len(starts) + 1

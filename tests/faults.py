@@ -9,15 +9,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import tiny
 from tiny import PER_SYSTEM, TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 INJECT = Path(__file__).resolve().parent / "fault_inject.py"
 
 
-def tiny_sets(system: str, tmp: Path, *extra: str) -> list[str]:
-    """``--set`` arguments of :func:`tiny.tiny_config` for ``python run.py``."""
-    sets = [*TINY, *PER_SYSTEM.get(system, []), f"runs_dir={tmp / 'runs'}", f"data.dir={tmp / 'data'}",
+def tiny_sets(system: str, tmp: Path, *extra: str, shared_data: bool = False) -> list[str]:
+    """``--set`` arguments of :func:`tiny.tiny_config` for ``python run.py``, with data of their own
+    under ``tmp``, or in the shared cache with ``shared_data``: the data directory is part of a
+    run's configuration, so a run trained by ``tiny_config`` is resumed with ``shared_data``."""
+    data = tiny.SHARED_DATA if shared_data and tiny.SHARED_DATA is not None else tmp / "data"
+    sets = [*TINY, *PER_SYSTEM.get(system, []), f"runs_dir={tmp / 'runs'}", f"data.dir={data}",
             f"results_dir={tmp / 'results'}", *extra]
     return [f"--set={s}" for s in sets]
 

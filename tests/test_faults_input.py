@@ -34,8 +34,8 @@ def trained(tmp_path_factory):
 
 
 def _resume(tmp, *extra):
-    return run_py(["--env", SYSTEM, "--no-progress", "--resume", *tiny_sets(SYSTEM, tmp, "train.max_steps=2",
-                                                                           "train.val_every=2", *extra)])
+    sets = tiny_sets(SYSTEM, tmp, "train.max_steps=2", "train.val_every=2", *extra, shared_data=True)
+    return run_py(["--env", SYSTEM, "--no-progress", "--resume", *sets])
 
 
 @pytest.mark.slow
@@ -83,12 +83,12 @@ def test_resume_from_a_damaged_checkpoint(trained):
 @pytest.mark.slow
 def test_resume_from_another_systems_checkpoint(trained, tmp_path):
     tmp, runs = trained
-    cfg = tiny_config("gray_scott", tmp_path, "train.max_steps=2", "train.val_every=2")
+    cfg = tiny_config("gray_scott", tmp_path, "train.max_steps=2", "train.val_every=2", own_data=True)
     foreign = run_dir_for(cfg, resume=False)[0] / "checkpoints" / "last.ckpt"
     foreign.parent.mkdir(parents=True)
     shutil.copy(runs["lowrank"] / "checkpoints" / "best.ckpt", foreign)
-    proc = run_py(["--env", "gray_scott", "--resume", *tiny_sets("gray_scott", tmp_path, "train.max_steps=2",
-                                                                 "train.val_every=2")])
+    proc = run_py(["--env", "gray_scott", "--no-progress", "--resume",
+                   *tiny_sets("gray_scott", tmp_path, "train.max_steps=2", "train.val_every=2")])
     assert_one_line_error(proc, str(foreign), "system_name is 'lotka_volterra' there, 'gray_scott' here")
     assert not (tmp_path / "data").exists()  # refused before generating anything
 
@@ -134,8 +134,10 @@ def test_damaged_cache_files_are_named_and_regenerated(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     warnings = [line for line in lines if "regenerating" in line]
     assert len(warnings) == 3, proc.stderr
+    threads = [line for line in lines if line.startswith("torch threads: ")]
+    assert len(threads) == 1, proc.stderr
     # the rest is progress: the three damaged splits, and only they, generated again
-    assert sorted(line.split(":")[0] for line in lines if line not in warnings) == \
+    assert sorted(line.split(":")[0] for line in lines if line not in warnings + threads) == \
         sorted(f"generating {SYSTEM}/{split}" for split in damage), proc.stderr
     for split, (_, reason) in damage.items():
         (line,) = [w for w in warnings if str(paths[split]) in w]

@@ -114,6 +114,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 def _generate_args(p: argparse.ArgumentParser) -> None:
     _common(p)
     _heldout(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress lines: only the files' descriptions")
 
 
 def _leaderboard_args(p: argparse.ArgumentParser) -> None:
@@ -268,9 +269,10 @@ def _generate(args: argparse.Namespace) -> int:
     cfg = load_config(args.env, args.profile, _overrides(args))
     check_output_dir(cfg.data.dir, "data.dir")
     system = system_of(cfg)
-    _use_threads(cfg)
+    progress = False if args.no_progress else None  # None: as the terminal and LEADS_PROGRESS say
+    _use_threads(cfg, progress)
     custom = {k: v for k, v in resolve_sets(system, args.heldout).items() if k not in system.heldout}
-    for path in ensure_dataset(system, cfg.data, custom_heldout=custom).values():
+    for path in ensure_dataset(system, cfg.data, custom_heldout=custom, progress=progress).values():
         print(describe_split(path))
     return 0
 

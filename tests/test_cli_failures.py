@@ -101,3 +101,11 @@ def test_profile_help_lists_every_systems_profiles(capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "gray_scott: quick, paper, paper_cpu, paper_code" in out
     assert "lotka_volterra: quick, paper, paper_leads, paper_leads_cpu" in out
+
+
+def test_generate_without_progress_prints_only_the_files(tmp_path, capsys):
+    assert main(["generate", "--env", SYSTEM, "--no-progress", *tiny_sets(SYSTEM, tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    described = out.splitlines()
+    assert described and all(line.startswith(str(tmp_path / "data")) for line in described), out

@@ -6,7 +6,8 @@
 Reads ``curve.jsonl`` of every run of the protocol's system and profile under ``--runs-dir``
 (one line per validation: step, training seconds, validation error, and the test split's scores
 when the run was trained with ``--test-curve``), and draws validation and test error against
-training steps and training seconds, one colour per method, one line per seed. Published
+training steps and training seconds (CPU seconds where every run recorded them, wall seconds
+otherwise), one colour per method, one line per seed. Published
 numbers of the protocol's matching entries (in-domain, in the entry's metric) are dashed
 horizontal lines on the test panels.
 """

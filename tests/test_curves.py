@@ -57,6 +57,19 @@ def test_compute_curve_figure_draws_every_seed_and_the_published_lines():
     assert not [t for ax in fig.axes for t in ax.texts]  # test scores drawn: no note
 
 
+def test_compute_curve_figure_draws_cpu_seconds_where_every_entry_has_them():
+    from leads.reporting.plots import compute_curve_figure
+
+    timed = [{"step": s, "seconds": 10.0 * s, "cpu_seconds": 3.0 * s, "val_rel_l2": 1.0 / s} for s in (1, 2)]
+    fig = compute_curve_figure({"lowrank": [timed]}, "rel_l2_full")
+    assert list(fig.axes[1].lines[0].get_xdata()) == [3.0, 6.0]
+    assert fig.axes[1].get_xlabel() == "training CPU seconds"
+    older = [{"step": 4, "seconds": 40.0, "val_rel_l2": 0.25}]  # a curve written before CPU seconds were
+    fig = compute_curve_figure({"lowrank": [timed], "coda": [older]}, "rel_l2_full")
+    assert list(fig.axes[1].lines[0].get_xdata()) == [40.0]  # coda first: wall seconds for every run
+    assert fig.axes[1].get_xlabel() == "training seconds (wall)"
+
+
 def test_compute_curve_figure_without_test_scores_says_so_on_a_log_scale():
     from leads.reporting.plots import compute_curve_figure
 

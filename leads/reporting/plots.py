@@ -92,6 +92,9 @@ def compute_curve_figure(curves: dict[str, list[list[dict]]], test_metric: str,
                          published: dict[str, float] | None = None, title: str = "") -> Figure:
     """Accuracy against compute: validation and test error against steps and training seconds.
 
+    The seconds are CPU seconds where every entry has them (a run's own clock: runs sharing
+    cores, or started at a low priority, are compared fairly), wall seconds otherwise.
+
     Args:
         curves: method -> one ``curve.jsonl`` list per seed (``leads.training.curves``).
         test_metric: the test metric drawn (a key of the entries' ``test``), e.g. ``rel_l2_full``.
@@ -102,10 +105,12 @@ def compute_curve_figure(curves: dict[str, list[list[dict]]], test_metric: str,
     axes = fig.subplots(2, 2, squeeze=False)
     colors = [f"C{i}" for i in range(10)]
     any_test = False
+    entries_all = [e for seeds in curves.values() for entries in seeds for e in entries]
+    clock = "cpu_seconds" if all("cpu_seconds" in e for e in entries_all) else "seconds"
     for i, (method, seeds) in enumerate(sorted(curves.items())):
         for j, entries in enumerate(seeds):
             steps = [e["step"] for e in entries]
-            seconds = [e["seconds"] for e in entries]
+            seconds = [e[clock] for e in entries]
             val = [e.get("val_rel_l2") for e in entries]
             test = [e.get("test", {}).get(test_metric) for e in entries]
             label = method if j == 0 else None
@@ -117,7 +122,8 @@ def compute_curve_figure(curves: dict[str, list[list[dict]]], test_metric: str,
     for k, (label, value) in enumerate(sorted((published or {}).items())):
         for col in (0, 1):
             axes[1, col].axhline(value, color=colors[(k + 5) % 10], ls="--", lw=1, label=f"{label} (published)")
-    for col, xlabel in enumerate(("training steps", "training seconds")):
+    seconds_label = "training CPU seconds" if clock == "cpu_seconds" else "training seconds (wall)"
+    for col, xlabel in enumerate(("training steps", seconds_label)):
         if not any_test:  # only the published lines: on the scale of the numbers, saying why
             axes[1, col].set_yscale("log")
             axes[1, col].text(0.5, 0.5, "no test scores: runs trained without --test-curve", fontsize=7,

@@ -105,8 +105,8 @@ def compute_curve_figure(curves: dict[str, list[list[dict]]], test_metric: str,
     axes = fig.subplots(2, 2, squeeze=False)
     colors = [f"C{i}" for i in range(10)]
     any_test = False
-    entries_all = [e for seeds in curves.values() for entries in seeds for e in entries]
-    clock = "cpu_seconds" if all("cpu_seconds" in e for e in entries_all) else "seconds"
+    every_entry = (e for seeds in curves.values() for entries in seeds for e in entries)
+    clock = "cpu_seconds" if all("cpu_seconds" in e for e in every_entry) else "seconds"
     for i, (method, seeds) in enumerate(sorted(curves.items())):
         for j, entries in enumerate(seeds):
             steps = [e["step"] for e in entries]

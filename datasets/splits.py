@@ -64,7 +64,11 @@ def check_set_name(name: str) -> None:
 
 def split_names(system: System, extra_sets: Sequence[str] = ()) -> list[str]:
     """All split names of ``system``: training splits, then each held-out set (named, then extra)."""
-    sets = list(system.heldout) + [s for s in extra_sets if s not in system.heldout]
+    return run_split_names(list(system.heldout) + [s for s in extra_sets if s not in system.heldout])
+
+
+def run_split_names(sets: Sequence[str]) -> list[str]:
+    """The splits a run adapting to held-out ``sets`` uses: training splits, then each set's."""
     return list(TRAINING_SPLITS) + [f"{kind}_{s}" for s in sets for kind in HELDOUT_KINDS]
 
 

@@ -114,14 +114,17 @@ PENDING = "rows.pending.jsonl"  # a run's result rows not yet in results.jsonl (
 def prepare_data(cfg: RunConfig, progress: bool | None = True) -> None:
     """Generate (or check) every split ``cfg`` uses, its held-out sets' included, before any
     training: data that cannot be generated (a held-out environment whose solution diverges)
-    fail here, not after training."""
+    fail here, not after training. The system's other held-out sets are not generated: their
+    test sets can cost more than the training data."""
     from leads.datasets.cache import ensure_dataset
+    from leads.datasets.splits import run_split_names
     from leads.evaluation.heldout import resolve_sets
 
     system = system_of(cfg)
-    custom = {k: v for k, v in resolve_sets(system, list(cfg.adapt.sets)).items() if k not in system.heldout}
+    sets = resolve_sets(system, list(cfg.adapt.sets))
+    custom = {k: v for k, v in sets.items() if k not in system.heldout}
     try:
-        ensure_dataset(system, cfg.data, custom_heldout=custom, progress=progress)
+        ensure_dataset(system, cfg.data, run_split_names(list(sets)), custom_heldout=custom, progress=progress)
     except KeyboardInterrupt:
         raise Interrupted("data", None, cfg=cfg) from None
 

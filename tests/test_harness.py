@@ -523,3 +523,11 @@ def test_small_sweep_appends_rows_and_builds_the_leaderboard(tmp_path, capsys):
     md = board.read_text()
     assert "| erm | quick | 4 steps, " in md and "| lowrank | quick | 4 steps, " in md and md in capsys.readouterr().out
     assert all(" | 2 | " in line for line in md.splitlines() if line.startswith(("| 1 |", "| 2 |")))
+
+
+def test_a_run_generates_only_the_held_out_sets_it_adapts_to(tmp_path):
+    from leads.jobs import prepare_data
+
+    prepare_data(tiny_config("lotka_volterra", tmp_path, "adapt.sets=[extrap]", own_data=True), progress=False)
+    made = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "data").rglob("*.h5"))
+    assert made == sorted(["train", "val", "test", "adapt_extrap", "val_extrap", "test_extrap"])

@@ -55,6 +55,14 @@ def check_seed(seed: Any) -> int:
     return value
 
 
+def seed_rng(seed: Any) -> np.random.Generator:
+    """The random generator of an initial-condition seed: numpy's, which hashes all 64 bits of it.
+    Not ``torch.Generator().manual_seed``: torch's CPU generator keeps the seed's low 32 bits, and
+    the seeds of a dataset's splits differ in their high bits (``datasets/seeds.py``), so every
+    split drew the training split's initial states."""
+    return np.random.default_rng(check_seed(seed))
+
+
 class System(ABC):
     """A parametric dynamical system ``du/dt = f(t, u; params)``.
 

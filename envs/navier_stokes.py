@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from leads.envs.base import Env, System, check_seed
+from leads.envs.base import Env, System, seed_rng
 from leads.envs.errors import UserError
 from leads.envs.spectral import check_batch, integrate, rfft_wavenumbers
 
@@ -36,7 +36,7 @@ class NavierStokes(System):
     name = "navier_stokes"
     param_names = ("nu",)
     state_names = ("w",)
-    data_version = 2  # the warm-up runs at each trajectory's own viscosity
+    data_version = 3  # 2: warm-up at each trajectory's own viscosity; 3: seed_rng
     defaults: dict[str, Any] = {
         "size": 32,
         "forcing_amplitude": 0.1,
@@ -104,7 +104,7 @@ class NavierStokes(System):
     def random_field(self, seed: int) -> torch.Tensor:
         """The reference code's Gaussian random field, ``(1, n, n)`` float64, before warm-up:
         spectrum ``sqrt(2) σ n² (4π²|k|² + τ²)^(−α/2)`` with ``σ = τ^(α−1)``, zero mean."""
-        seed = check_seed(seed)
+        rng = seed_rng(seed)
         c, n = self.config, self.config["size"]
         alpha, tau = float(c["ic_alpha"]), float(c["ic_tau"])
         k = torch.fft.fftfreq(n, d=1.0 / n, dtype=torch.float64)
@@ -112,9 +112,9 @@ class NavierStokes(System):
         sigma = tau ** (0.5 * (2 * alpha - 2))
         sqrt_eig = n**2 * math.sqrt(2.0) * sigma * (4 * math.pi**2 * k2 + tau**2) ** (-alpha / 2)
         sqrt_eig[0, 0] = 0.0
-        # A CPU generator per seed: the same field on every device and in every batch.
-        g = torch.Generator().manual_seed(seed)
-        coeff = torch.randn(n, n, dtype=torch.complex128, generator=g)
+        # A generator per seed: the same field on every device and in every batch. Complex normal
+        # coefficients of unit variance (real and imaginary parts of variance 1/2, as torch.randn's).
+        coeff = torch.from_numpy(rng.standard_normal((n, n)) + 1j * rng.standard_normal((n, n))) / math.sqrt(2)
         return torch.fft.ifft2(sqrt_eig * coeff).real.unsqueeze(0)
 
     def forcing(self, device: torch.device | str | None = None) -> torch.Tensor:

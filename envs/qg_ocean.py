@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from leads.envs.base import Env, System, check_seed
+from leads.envs.base import Env, System, seed_rng
 from leads.envs.errors import UserError
 from leads.envs.qg import QGModel, advection, couplings, filter_exponent, grid, invert, lower_layer
 from leads.envs.spectral import check_batch
@@ -79,6 +79,7 @@ class QGOcean(System):
     name = "qg_ocean"
     param_names = ("beta", "rek", "delta")
     state_names = ("q1", "q2")
+    data_version = 2  # 2: initial states drawn from all 64 bits of their seed (seed_rng)
     constants = ("rd", "U1", "U2")
     observations = {"ssh": ("psi1",)}
     defaults: dict[str, Any] = {
@@ -175,13 +176,13 @@ class QGOcean(System):
     def fine_initial_states(self, seeds: Sequence[int], device: torch.device | str | None = None) -> torch.Tensor:
         """pyqg's initial PV on the solver grid, ``(B, 2, N, N)``: in the upper layer 1e-7 times
         white noise plus 1e-6 times noise constant along y, uniform on [0, 1), less its mean; the
-        lower layer at rest. One CPU generator per seed."""
+        lower layer at rest. One numpy generator per seed."""
         N = self.config["solver_size"]
         out = torch.zeros(len(seeds), 2, N, N, dtype=torch.float64)
         for i, seed in enumerate(seeds):
-            g = torch.Generator().manual_seed(check_seed(seed))
-            q1 = 1e-7 * torch.rand(N, N, generator=g, dtype=torch.float64)
-            q1 = q1 + 1e-6 * torch.rand(1, N, generator=g, dtype=torch.float64)
+            rng = seed_rng(seed)
+            q1 = 1e-7 * torch.from_numpy(rng.random((N, N)))
+            q1 = q1 + 1e-6 * torch.from_numpy(rng.random((1, N)))
             out[i, 0] = q1 - q1.mean()
         return out.to(device)
 

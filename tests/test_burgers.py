@@ -105,9 +105,11 @@ def test_observation_is_the_block_mean_and_converges_in_the_solver_grid():
     u = torch.arange(12, dtype=torch.float64).reshape(1, 12)
     torch.testing.assert_close(block_mean(u, 3), torch.tensor([[1.5, 5.5, 9.5]], dtype=torch.float64))
     t = np.array([0.0, 0.05])
-    coarse = Burgers(solver_size=1024, size=128).generate([2], unforced([0.05]), t)
-    fine = Burgers(solver_size=2048, size=128).generate([2], unforced([0.05]), t)
-    assert rel(coarse[0, -1], fine[0, -1]) < 1e-6
+    coarser, coarse, fine = (Burgers(solver_size=n, size=128).generate([2], unforced([0.05]), t)
+                             for n in (512, 1024, 2048))
+    # Smooth flow (no shock by t = 0.05 at this viscosity): WENO5's fifth order, measured 30x per
+    # doubling; at least fourth order, with the 2048-cell solve as reference.
+    assert rel(coarser[0, -1], fine[0, -1]) / rel(coarse[0, -1], fine[0, -1]) > 16
     torch.testing.assert_close(coarse[:, 0], Burgers(solver_size=1024, size=128).sample_initial_states([2]))
 
 

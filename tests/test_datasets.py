@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import multiprocessing as mp
 import re
 
@@ -13,14 +14,18 @@ import numpy as np
 import pytest
 import torch
 from fakes import LinearDecay, exact_states, generate_in_child
+from tiny import tiny_config
 
+from leads.config.loading import system_of
 from leads.datasets import seeds as seeds_mod
 from leads.datasets.cache import ensure_dataset, ensure_split, prepare_split
 from leads.datasets.config import parse_data_config
 from leads.datasets.generate import generate_states
 from leads.datasets.h5 import FORMAT_VERSION, describe_split, load_split
+from leads.datasets.seeds import split_seeds
 from leads.datasets.splits import physics_config, split_names, split_path, split_spec
 from leads.envs.errors import UserError
+from leads.envs.registry import SYSTEMS
 
 ALL = ["train", "val", "test"] + [f"{k}_{s}" for s in ("interp", "extrap") for k in ("adapt", "val", "test")]
 
@@ -448,3 +453,15 @@ def test_real_system_round_trip(tmp_path, name):
         u0 = system.initial_states(data.seeds.reshape(-1).tolist(), params).float()
         torch.testing.assert_close(data.states[:, :, 0].reshape(u0.shape), u0)
         assert not prepare_split(system, cfg, split, progress=False).generated
+
+
+@pytest.mark.parametrize("name", sorted(SYSTEMS))
+def test_every_split_draws_its_own_initial_states(name, tmp_path):
+    # Split seeds differ in their high bits: a generator that keeps the low 32 bits of a seed
+    # (torch's CPU generator does) gives validation, test and held-out sets the training states.
+    system = system_of(tiny_config(name, tmp_path))
+    positions = [("train", None), ("val", None), ("test", None), ("adapt", "extrap"), ("test", "extrap")]
+    seeds = np.concatenate([split_seeds(0, kind, set_name, 1, 2).ravel() for kind, set_name in positions])
+    states = system.sample_initial_states(seeds).reshape(len(seeds), -1).double()
+    distance = torch.cdist(states, states) + torch.diag(torch.full((len(seeds),), math.inf))
+    assert distance.min() > 1e-3 * states.norm(dim=1).max()

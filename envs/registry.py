@@ -50,4 +50,10 @@ def get_system(name: str, **overrides: Any) -> System:
                     "file's path (e.g. systems/fitzhugh_nagumo.yaml)")
 
 
-__all__ = ["SYSTEMS", "Env", "System", "UserError", "get_system"]
+def data_version(name: str) -> int:
+    """The ``data_version`` of the system registered as ``name`` (1 for equation systems: their
+    equations are part of their config, which every key hashes)."""
+    return SYSTEMS[name].data_version if name in SYSTEMS else 1
+
+
+__all__ = ["SYSTEMS", "Env", "System", "UserError", "data_version", "get_system"]

@@ -95,6 +95,18 @@ def test_keys_say_what_is_measured_and_how_a_model_was_trained(tmp_path):
     assert config_key(renamed) == config_key(cfg) and protocol_key(renamed) == protocol_key(cfg)
 
 
+def test_data_of_a_new_version_make_another_protocol_and_another_run(tmp_path, monkeypatch):
+    from leads.envs.registry import SYSTEMS
+    from leads.training.train import run_id_of
+
+    cfg = tiny_config("lotka_volterra", tmp_path)
+    before = protocol_key(cfg), run_id_of(cfg), config_key(cfg)
+    monkeypatch.setattr(SYSTEMS["lotka_volterra"], "data_version", 2)
+    # scores on the new data never share a leaderboard line with the old; a run on the old data
+    # is not the new data's finished run (a batch would skip it); how a model trains is unchanged
+    assert protocol_key(cfg) != before[0] and run_id_of(cfg) != before[1] and config_key(cfg) == before[2]
+
+
 def test_protocols_group_a_published_setting_with_its_cpu_recipes():
     by_name = {p.name: p.profiles for p in protocols_of("gray_scott")}
     assert set(by_name["paper_code"]) >= {"paper_code", "paper_code_cpu", "paper_code_cpu_hybrid"}

@@ -30,6 +30,7 @@ from typing import Any
 from leads.config.loading import CONFIG_DIR, config_hash, load_config, load_yaml
 from leads.config.schema import RunConfig, plain
 from leads.envs.errors import UserError
+from leads.envs.registry import data_version
 
 PROTOCOL_DATA = ("seed", "n_train", "n_val", "n_test", "n_adapt_val", "n_test_heldout", "same_initial_states")
 # Keys that say where and how a run was executed, not what it computed.
@@ -45,6 +46,8 @@ def protocol_key(cfg: RunConfig) -> str:
     data = {k: getattr(cfg.data, k) for k in PROTOCOL_DATA}
     if cfg.data.observe is not None:  # only when set: keys of runs of the whole state stay as they were
         data["observe"] = cfg.data.observe
+    if data_version(cfg.system_name) != 1:  # data of another version are another protocol's
+        data["data_version"] = data_version(cfg.system_name)
     return config_hash({"system_name": cfg.system_name, "system": cfg.system, "data": data})
 
 

@@ -23,6 +23,7 @@ from leads.datasets.datamodule import TrajectoryDataModule, check_window
 from leads.datasets.h5 import load_split
 from leads.envs.base import env_label
 from leads.envs.errors import UserError
+from leads.envs.registry import data_version
 from leads.models.forecaster import SEARCH_TRAJECTORIES, Forecaster
 from leads.training.averaging import EMAWeights
 from leads.training.budget import CPUBudget
@@ -103,6 +104,8 @@ def run_id_of(cfg: RunConfig | Mapping[str, Any]) -> str:
                                    if _METHOD_KEYS_ADDED_LATER.get((name, k), object()) != v}
                             if isinstance(settings, dict) else settings
                             for name, settings in methods.items()}
+    if data_version(str(ident.get("system_name"))) != 1:  # a run on older data is another run, not a finished one
+        ident["data_version"] = data_version(str(ident.get("system_name")))
     method = re.sub(r"[^A-Za-z0-9_.-]", "_", str(ident["method"]))  # module:Class -> a directory name
     return f"{method}-s{ident['seed']}-{config_hash(ident, 8)}"
 

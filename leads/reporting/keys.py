@@ -6,8 +6,9 @@
   environment, adaptation validation trajectories, whether environments share initial
   states). Profiles that differ only in how they train (a published setting and its CPU
   recipes) share it, so their rows are one leaderboard. A partial observation
-  (``data.observe``, e.g. sea surface height only) is part of it. Held-out sets and shots are not in
-  it: every row names its own (``split``, ``set_envs_key``, ``shots``).
+  (``data.observe``, e.g. sea surface height only) is part of it, and so is the system's
+  ``data_version`` above 1 (data a code change made differently are another protocol's). Held-out
+  sets and shots are not in it: every row names its own (``split``, ``set_envs_key``, ``shots``).
 - The **configuration key** hashes how a model was trained and adapted: the whole run
   configuration except the seed (seeds of one configuration are averaged), the profile's name
   (two profiles with the same settings are one configuration), bookkeeping (directories,

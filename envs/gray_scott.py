@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from leads.envs.base import Env, System, check_seed
+from leads.envs.base import Env, System, seed_rng
 from leads.envs.errors import UserError
 from leads.envs.solvers import dopri5
 from leads.envs.spectral import check_batch, integrate, rfft_wavenumbers
@@ -138,7 +138,7 @@ class GrayScott(System):
         out = np.empty((len(seeds), 2, n, n))
         out[:, 0], out[:, 1] = 0.95, 0.05
         for i, seed in enumerate(seeds):
-            rng = np.random.default_rng(check_seed(seed))
+            rng = seed_rng(seed)
             for _ in range(self.config["n_squares"]):
                 x, y = rng.integers(0, n - r, size=2)
                 out[i, 0, x : x + r, y : y + r] = 0.0

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from leads.envs.base import System, check_seed
+from leads.envs.base import System, seed_rng
 from leads.envs.errors import UserError
 
 RHS = Callable[[Any, torch.Tensor], torch.Tensor]
@@ -186,7 +186,7 @@ class ODESystem(System):
     def sample_initial_states(self, seeds: Sequence[int]) -> torch.Tensor:
         ranges = np.asarray(self.config["ic_ranges"], dtype=np.float64)
         # One generator per seed: a trajectory's initial state never depends on its batch.
-        rows = [np.random.default_rng(check_seed(s)).uniform(ranges[:, 0], ranges[:, 1]) for s in seeds]
+        rows = [seed_rng(s).uniform(ranges[:, 0], ranges[:, 1]) for s in seeds]
         return torch.from_numpy(np.stack(rows) if rows else np.zeros((0, len(ranges))))
 
     def solve(self, u0: torch.Tensor, params: torch.Tensor, t: np.ndarray) -> torch.Tensor:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from leads.envs.base import check_seed
+from leads.envs.base import seed_rng
 from leads.envs.errors import UserError
 
 KINDS = {
@@ -81,7 +81,7 @@ def sample(spec: Mapping[str, Any], fields: Sequence[str], dims: int, size: int 
     shape = (len(fields), *((size,) * dims))
     out = np.empty((len(seeds), *shape))
     for i, seed in enumerate(seeds):
-        rng = np.random.default_rng(check_seed(seed))
+        rng = seed_rng(seed)
         out[i] = _draw(spec, fields, dims, size, rng, shape)
     return out
 

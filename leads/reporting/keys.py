@@ -47,8 +47,9 @@ def protocol_key(cfg: RunConfig) -> str:
     data = {k: getattr(cfg.data, k) for k in PROTOCOL_DATA}
     if cfg.data.observe is not None:  # only when set: keys of runs of the whole state stay as they were
         data["observe"] = cfg.data.observe
-    if data_version(cfg.system_name) != 1:  # data of another version are another protocol's
-        data["data_version"] = data_version(cfg.system_name)
+    version = data_version(cfg.system_name)
+    if version != 1:  # data of another version are another protocol's
+        data["data_version"] = version
     return config_hash({"system_name": cfg.system_name, "system": cfg.system, "data": data})
 
 

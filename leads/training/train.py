@@ -104,8 +104,9 @@ def run_id_of(cfg: RunConfig | Mapping[str, Any]) -> str:
                                    if _METHOD_KEYS_ADDED_LATER.get((name, k), object()) != v}
                             if isinstance(settings, dict) else settings
                             for name, settings in methods.items()}
-    if data_version(str(ident.get("system_name"))) != 1:  # a run on older data is another run, not a finished one
-        ident["data_version"] = data_version(str(ident.get("system_name")))
+    version = data_version(str(ident.get("system_name")))
+    if version != 1:  # a run on older data is another run, not a finished one
+        ident["data_version"] = version
     method = re.sub(r"[^A-Za-z0-9_.-]", "_", str(ident["method"]))  # module:Class -> a directory name
     return f"{method}-s{ident['seed']}-{config_hash(ident, 8)}"
 
